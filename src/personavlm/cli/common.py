@@ -1,0 +1,81 @@
+"""What every command shares: the --db/--embedder options, opening the store, output, and
+mapping library errors to exit codes (2 input, 3 configuration, 4 storage)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+
+from personavlm import embed
+from personavlm.errors import ConfigError, InputError, PersonaVLMError, StoreError
+from personavlm.memory.store import MemoryStore
+from personavlm.settings import Settings, load_settings
+
+__all__ = ["DbOption", "EmbedderOption", "JsonOption", "emit", "fail_on_errors", "open_store"]
+
+DbOption = typer.Option(
+    None,
+    "--db",
+    help="SQLite file (or sqlite:///path). Default: $PERSONAVLM_DB, else "
+    "$PERSONAVLM_HOME/personavlm.db (~/.local/share/personavlm).",
+    show_default=False,
+)
+EmbedderOption = typer.Option(
+    None,
+    "--embedder",
+    help="Text encoder: minilm (default, bundled) or hashing[-DIM]. "
+    "Default: $PERSONAVLM_EMBEDDER, else minilm.",
+    show_default=False,
+)
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+EXIT_CODES: tuple[tuple[type[PersonaVLMError], int], ...] = (
+    (InputError, 2),
+    (ConfigError, 3),
+    (StoreError, 4),
+)
+
+
+def settings(db: str | None, embedder: str | None) -> Settings:
+    return load_settings(db=db, embedder=embedder)
+
+
+@contextmanager
+def open_store(
+    db: str | None, embedder: str | None, *, check_embedder: bool = True
+) -> Iterator[MemoryStore]:
+    resolved = settings(db, embedder)
+    store = MemoryStore.open(
+        resolved.db_path,
+        embedder=embed.load(resolved.embedder),
+        blob_dir=resolved.blob_dir,
+        check_embedder=check_embedder,
+    )
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def fail_on_errors() -> Iterator[None]:
+    """Print a library error as one line and exit with its group's code."""
+    try:
+        yield
+    except PersonaVLMError as exc:
+        code = next((c for kind, c in EXIT_CODES if isinstance(exc, kind)), 1)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code) from None
+
+
+def emit(data: Any, *, as_json: bool, text: str) -> None:
+    if as_json:
+        json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        typer.echo(text)

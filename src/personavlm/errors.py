@@ -1,0 +1,77 @@
+"""Every exception personavlm raises, grouped by who has to act.
+
+```
+PersonaVLMError                  base of everything below
+├── InputError                   the caller's input is wrong: fix the call or the file
+│   ├── ValidationError          a value is malformed (time string, memory type, empty or
+│   │                            over-long text, invalid UTF-8, missing image file, ...)
+│   ├── NotFoundError            an id names nothing: user, memory, event, turn
+│   └── ConflictError            the request contradicts what is stored (a turn id re-used
+│                                with other content, undo of a memory changed since, turns
+│                                out of time order)
+├── ConfigError                  the set-up is wrong: fix settings or the environment
+│   ├── EmbedderMismatchError    the store was indexed with another text encoder
+│   ├── SchemaVersionError       the database was written by a newer personavlm
+│   └── MissingDependencyError   an optional extra is not installed
+└── StoreError                   the database itself failed (I/O, lock held too long,
+                                 corruption): nothing the caller sent is to blame
+```
+
+Messages say what to do next. Nothing in personavlm turns one of these into an empty
+result: a failed search raises, it never returns no hits.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConflictError",
+    "EmbedderMismatchError",
+    "InputError",
+    "MissingDependencyError",
+    "NotFoundError",
+    "PersonaVLMError",
+    "SchemaVersionError",
+    "StoreError",
+    "ValidationError",
+]
+
+
+class PersonaVLMError(Exception):
+    """Base class of every error personavlm raises on purpose."""
+
+
+class InputError(PersonaVLMError):
+    """The caller's input is wrong; the message says which value and how to fix it."""
+
+
+class ValidationError(InputError, ValueError):
+    """A value is malformed or out of range."""
+
+
+class NotFoundError(InputError, LookupError):
+    """An id (user, memory, event, turn) names nothing in the store."""
+
+
+class ConflictError(InputError):
+    """The request contradicts the stored state; nothing was written."""
+
+
+class ConfigError(PersonaVLMError):
+    """Settings or environment are wrong."""
+
+
+class EmbedderMismatchError(ConfigError):
+    """The store's vectors were made by another encoder than the one configured."""
+
+
+class SchemaVersionError(ConfigError):
+    """The database schema is newer than this version of personavlm understands."""
+
+
+class MissingDependencyError(ConfigError):
+    """An optional dependency is missing; the message gives the pip command."""
+
+
+class StoreError(PersonaVLMError):
+    """The database failed for a reason that is not the caller's input."""

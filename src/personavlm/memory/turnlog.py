@@ -1,0 +1,212 @@
+"""The immutable turn log: appending turns, splitting them into sessions.
+
+A session ends when the next turn comes more than SESSION_GAP after the previous one
+(t_s = 60 minutes, PAPER.md section 2). Turns are appended in time order per user; a turn id
+already stored with the same content is skipped, with other content it is a conflict (the log
+is the source of truth and never rewritten).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from personavlm.errors import ConflictError, ValidationError
+from personavlm.memory.records import Turn
+from personavlm.memory.rows import TURN_COLUMNS, turn_from_row
+from personavlm.memory.validate import check_text
+from personavlm.timeutil import parse_time, to_storage, utc_now
+
+__all__ = [
+    "ROLES",
+    "SESSION_GAP",
+    "TurnInput",
+    "append_turn",
+    "existing_turn",
+    "latest_turn",
+    "new_turns",
+    "session_count",
+    "turns_by_ids",
+]
+
+SESSION_GAP = timedelta(minutes=60)
+ROLES = ("user", "assistant")
+
+
+@dataclass(frozen=True, slots=True)
+class TurnInput:
+    """A turn as a caller gives it; `images` are files to store, by path."""
+
+    time: datetime
+    role: str
+    text: str
+    ext_id: str | None = None
+    speaker: str | None = None
+    caption: str | None = None
+    image_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        time: str | datetime,
+        role: str,
+        text: str,
+        ext_id: str | None = None,
+        speaker: str | None = None,
+        caption: str | None = None,
+        image_ids: tuple[str, ...] = (),
+    ) -> TurnInput:
+        """Validate every field; raises ValidationError naming the turn and the field."""
+        label = f"turn {ext_id!r}" if ext_id is not None else "turn"
+        if role not in ROLES:
+            raise ValidationError(f"{label}: role {role!r} must be 'user' or 'assistant'")
+        if ext_id is not None:
+            check_text(ext_id, field=f"{label} id")
+        if speaker is not None:
+            check_text(speaker, field=f"{label} speaker")
+        if caption is not None:
+            check_text(caption, field=f"{label} caption")
+        has_picture = bool(image_ids) or caption is not None
+        check_text(text, field=f"{label} text", allow_empty=has_picture)
+        return cls(
+            time=parse_time(time, field=f"{label} time"),
+            role=role,
+            text=text,
+            ext_id=ext_id,
+            speaker=speaker,
+            caption=caption,
+            image_ids=tuple(image_ids),
+        )
+
+    def same_as(self, turn: Turn) -> bool:
+        return (
+            self.time == turn.time
+            and self.role == turn.role
+            and self.text == turn.text
+            and self.speaker == turn.speaker
+            and self.caption == turn.caption
+            and self.image_ids == turn.image_ids
+        )
+
+
+def existing_turn(conn: sqlite3.Connection, user_id: str, ext_id: str) -> Turn | None:
+    row = conn.execute(
+        f"SELECT {TURN_COLUMNS} FROM turns WHERE user_id = ? AND ext_id = ?", (user_id, ext_id)
+    ).fetchone()
+    return None if row is None else turn_from_row(row)
+
+
+def latest_turn(conn: sqlite3.Connection, user_id: str) -> Turn | None:
+    row = conn.execute(
+        f"SELECT {TURN_COLUMNS} FROM turns WHERE user_id = ? ORDER BY time DESC, id DESC LIMIT 1",
+        (user_id,),
+    ).fetchone()
+    return None if row is None else turn_from_row(row)
+
+
+def new_turns(
+    conn: sqlite3.Connection, user_id: str, turns: Sequence[TurnInput]
+) -> list[TurnInput]:
+    """The turns not stored yet, after checking all of them against the log: a stored id
+    with other content, or a new turn earlier than the one before it, is a ConflictError."""
+    pending: list[TurnInput] = []
+    seen: set[str] = set()
+    for turn in turns:
+        if turn.ext_id is not None:
+            if turn.ext_id in seen:
+                raise ConflictError(f"turn id {turn.ext_id!r} is given twice")
+            seen.add(turn.ext_id)
+            found = existing_turn(conn, user_id, turn.ext_id)
+            if found is not None:
+                if not turn.same_as(found):
+                    raise ConflictError(
+                        f"turn id {turn.ext_id!r} is already stored for user {user_id!r} with "
+                        "other content; the turn log is immutable: give the new turn a new id"
+                    )
+                continue
+        pending.append(turn)
+    latest = latest_turn(conn, user_id)
+    previous_time = None if latest is None else latest.time
+    for turn in pending:
+        if previous_time is not None and turn.time < previous_time:
+            raise ConflictError(
+                f"turn {turn.ext_id or ''} at {to_storage(turn.time)} is earlier than the turn "
+                f"before it ({to_storage(previous_time)}); turns are appended in time order: "
+                "sort them by time"
+            )
+        previous_time = turn.time
+    return pending
+
+
+def append_turn(conn: sqlite3.Connection, user_id: str, turn: TurnInput) -> Turn:
+    """Append one turn (already checked by new_turns) inside the caller's transaction."""
+    previous = latest_turn(conn, user_id)
+    if previous is not None and turn.time < previous.time:  # another writer got in between
+        raise ConflictError(
+            f"turn {turn.ext_id or ''} at {to_storage(turn.time)} is earlier than user "
+            f"{user_id!r}'s latest turn at {to_storage(previous.time)}"
+        )
+    session_id = _session_for(conn, user_id, turn.time, previous)
+    cursor = conn.execute(
+        "INSERT INTO turns(user_id, ext_id, session_id, time, role, speaker, text, caption, "
+        "image_ids, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            user_id,
+            turn.ext_id,
+            session_id,
+            to_storage(turn.time),
+            turn.role,
+            turn.speaker,
+            turn.text,
+            turn.caption,
+            json.dumps(list(turn.image_ids)),
+            to_storage(utc_now()),
+        ),
+    )
+    turn_id = cursor.lastrowid
+    assert turn_id is not None
+    return Turn(
+        id=turn_id,
+        user_id=user_id,
+        ext_id=turn.ext_id,
+        session_id=session_id,
+        time=turn.time,
+        role=turn.role,
+        speaker=turn.speaker,
+        text=turn.text,
+        caption=turn.caption,
+        image_ids=turn.image_ids,
+    )
+
+
+def _session_for(
+    conn: sqlite3.Connection, user_id: str, time: datetime, previous: Turn | None
+) -> int:
+    stamp = to_storage(time)
+    if previous is not None and time - previous.time <= SESSION_GAP:
+        conn.execute("UPDATE sessions SET end_time = ? WHERE id = ?", (stamp, previous.session_id))
+        return previous.session_id
+    cursor = conn.execute(
+        "INSERT INTO sessions(user_id, start_time, end_time) VALUES (?, ?, ?)",
+        (user_id, stamp, stamp),
+    )
+    session_id = cursor.lastrowid
+    assert session_id is not None
+    return session_id
+
+
+def session_count(conn: sqlite3.Connection, user_id: str) -> int:
+    row = conn.execute("SELECT count(*) FROM sessions WHERE user_id = ?", (user_id,)).fetchone()
+    return int(row[0])
+
+
+def turns_by_ids(conn: sqlite3.Connection, ids: list[int]) -> dict[int, Turn]:
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(f"SELECT {TURN_COLUMNS} FROM turns WHERE id IN ({marks})", ids)
+    return {row[0]: turn_from_row(row) for row in rows}

@@ -1,0 +1,31 @@
+"""The user's evolving Big Five personality (the paper's PEM); see :mod:`.pem`."""
+
+from personavlm.personality.pem import (
+    NEUTRAL,
+    TRAITS,
+    PersonalityState,
+    Reading,
+    Schedule,
+    SkipRule,
+    Traits,
+    paper_lambda,
+    parse_reading,
+    render,
+    replay,
+    update,
+)
+
+__all__ = [
+    "NEUTRAL",
+    "TRAITS",
+    "PersonalityState",
+    "Reading",
+    "Schedule",
+    "SkipRule",
+    "Traits",
+    "paper_lambda",
+    "parse_reading",
+    "render",
+    "replay",
+    "update",
+]

@@ -1,0 +1,67 @@
+"""One typed settings object, resolved once at the edge (CLI, server) from flags and env.
+
+Where data lives, in order: `--db PATH|URL`; else PERSONAVLM_DB; else the SQLite file
+`personavlm.db` under PERSONAVLM_HOME (default ~/.local/share/personavlm). Nothing in the
+library reads the environment; it is handed a Settings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from personavlm.errors import ConfigError
+
+__all__ = ["DEFAULT_EMBEDDER", "Settings", "load_settings"]
+
+DEFAULT_EMBEDDER = "minilm"
+_DEFAULT_HOME = Path("~/.local/share/personavlm")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    db_path: Path  # the SQLite file
+    home: Path
+    embedder: str = DEFAULT_EMBEDDER
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.db_path.with_name(self.db_path.name + ".blobs")
+
+
+def load_settings(
+    *,
+    db: str | None = None,
+    embedder: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve settings from explicit values first, then the environment, then defaults."""
+    environ = os.environ if env is None else env
+    home = Path(environ.get("PERSONAVLM_HOME") or _DEFAULT_HOME).expanduser()
+    location = db or environ.get("PERSONAVLM_DB") or str(home / "personavlm.db")
+    return Settings(
+        db_path=_sqlite_path(location),
+        home=home,
+        embedder=embedder or environ.get("PERSONAVLM_EMBEDDER") or DEFAULT_EMBEDDER,
+    )
+
+
+def _sqlite_path(location: str) -> Path:
+    if location.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "PostgreSQL stores are not available in this version of personavlm; "
+            "give a SQLite file path (or sqlite:///path) for --db / PERSONAVLM_DB"
+        )
+    if location.startswith("sqlite:///"):
+        # SQLAlchemy's convention: sqlite:///rel.db is relative, sqlite:////abs.db absolute.
+        location = location.removeprefix("sqlite:///")
+    elif "://" in location:
+        raise ConfigError(f"unsupported database URL {location!r}; use a path or sqlite:///path")
+    path = Path(location).expanduser()
+    if path.is_dir():
+        raise ConfigError(
+            f"--db {location!r} is a folder; give a file path such as {path}/memory.db"
+        )
+    return path.resolve()
