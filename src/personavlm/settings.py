@@ -14,7 +14,7 @@ from pathlib import Path
 
 from personavlm.errors import ConfigError
 
-__all__ = ["DEFAULT_EMBEDDER", "Settings", "load_settings"]
+__all__ = ["DEFAULT_EMBEDDER", "Settings", "embedder_name", "load_settings"]
 
 DEFAULT_EMBEDDER = "minilm"
 _DEFAULT_HOME = Path("~/.local/share/personavlm")
@@ -42,10 +42,14 @@ def load_settings(
     home = Path(environ.get("PERSONAVLM_HOME") or _DEFAULT_HOME).expanduser()
     location = db or environ.get("PERSONAVLM_DB") or str(home / "personavlm.db")
     return Settings(
-        db_path=_sqlite_path(location),
-        home=home,
-        embedder=embedder or environ.get("PERSONAVLM_EMBEDDER") or DEFAULT_EMBEDDER,
+        db_path=_sqlite_path(location), home=home, embedder=embedder_name(embedder, environ)
     )
+
+
+def embedder_name(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """--embedder, else PERSONAVLM_EMBEDDER, else minilm (for commands that open no store)."""
+    environ = os.environ if env is None else env
+    return explicit or environ.get("PERSONAVLM_EMBEDDER") or DEFAULT_EMBEDDER
 
 
 def _sqlite_path(location: str) -> Path:

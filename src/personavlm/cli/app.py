@@ -25,7 +25,9 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="personavlm",
-    help="Long-term memory and personality for any chat model (PersonaVLM).",
+    help="Long-term memory and personality for any chat model (PersonaVLM).\n\n"
+    "Example: personavlm ingest --user demo --sample && "
+    'personavlm memory search --user demo "what is my dog called?"',
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )

@@ -13,7 +13,7 @@ from personavlm.bench.retrieval import DEFAULT_KS, load_dataset, run_benchmark
 from personavlm.cli.common import EmbedderOption, JsonOption, emit, fail_on_errors
 from personavlm.errors import ValidationError
 from personavlm.memory.store import MemoryStore
-from personavlm.settings import DEFAULT_EMBEDDER
+from personavlm.settings import embedder_name
 
 __all__ = ["app"]
 
@@ -40,7 +40,7 @@ def retrieval(
     with fail_on_errors():
         ks = _ks(k)
         dataset = load_dataset(data)
-        encoder = embed.load(embedder or DEFAULT_EMBEDDER)
+        encoder = embed.load(embedder_name(embedder))
         with tempfile.TemporaryDirectory(prefix="personavlm-bench-") as scratch:
             path = keep_db or Path(scratch) / "bench.db"
             if path.exists():

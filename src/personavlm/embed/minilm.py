@@ -62,4 +62,4 @@ def _quiet_transformers() -> None:
         from transformers.utils import logging as hf_logging
     except ImportError:  # pragma: no cover - sentence-transformers always brings it
         return
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]

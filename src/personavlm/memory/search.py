@@ -4,8 +4,11 @@ For each memory type asked for, both retrievers rank only the memories that pass
 filters — active, of that type, event time overlapping [start, end], not excluded — so the
 time window restricts candidates before ranking, never after (the reference code computed the
 window and then did not apply it, PAPER.md section 4). The two ranked lists are fused by
-weighted reciprocal rank; `RetrievalConfig` holds the knobs, and `SHIPPED` is the setting that
-measured best with `personavlm bench retrieval` (docs/benchmarks.md has the comparison).
+a weighted sum of their scores (BM25 scaled by the list's best score, cosine as is), 1 : 3 in
+favour of the dense side. That is the setting that measured best of 16 (BM25 and dense alone,
+reciprocal-rank fusion with several k and weights, score fusion with several weights) on the
+hand-made conversational sets; plain RRF 1:1 lost to dense alone at recall@10 there.
+docs/benchmarks.md has the table; bench/retrieval_variants.py re-runs it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from personavlm.timeutil import to_storage
 
 __all__ = [
     "SHIPPED",
+    "Fusion",
     "Method",
     "Ranked",
     "RetrievalConfig",
@@ -41,13 +45,18 @@ class Method(StrEnum):
     DENSE = "dense"
 
 
+class Fusion(StrEnum):
+    RRF = "rrf"  # weighted reciprocal rank: sum_i w_i / (rrf_k + rank_i)
+    SCORE = "score"  # weighted sum of scores, BM25 scaled by the list's best score
+
+
 @dataclass(frozen=True, slots=True)
 class RetrievalConfig:
     method: Method = Method.FUSED
-    # Weighted reciprocal rank fusion: score = sum_i w_i / (rrf_k + rank_i).
-    bm25_weight: float = 1.0
-    dense_weight: float = 1.0
-    rrf_k: int = 60
+    fusion: Fusion = Fusion.SCORE
+    bm25_weight: float = 0.25
+    dense_weight: float = 0.75
+    rrf_k: int = 60  # used by Fusion.RRF only
     # How deep each retriever's list goes before fusion; memories below both lists' depth
     # cannot be returned.
     depth: int = 100
@@ -86,7 +95,7 @@ def rank_type(
     config: RetrievalConfig,
 ) -> list[Ranked]:
     """The top k memories of one type for the query, best first."""
-    lists: dict[str, list[int]] = {}
+    lists: dict[str, list[tuple[int, float]]] = {}
     if config.method in (Method.FUSED, Method.BM25):
         lists["bm25"] = _bm25(conn, user_id, memory_type, query_text, start, end, exclude, config)
     if config.method in (Method.FUSED, Method.DENSE):
@@ -95,16 +104,45 @@ def rank_type(
             conn, vectors, user_id, memory_type, query_vector, start, end, exclude, config
         )
     weights = {"bm25": config.bm25_weight, "dense": config.dense_weight}
-    return _fuse(lists, weights, config.rrf_k)[:k]
+    if config.fusion is Fusion.SCORE:
+        return _fuse_scores(lists, weights)[:k]
+    return _fuse_ranks(lists, weights, config.rrf_k)[:k]
 
 
-def _fuse(lists: Mapping[str, list[int]], weights: Mapping[str, float], rrf_k: int) -> list[Ranked]:
+def _fuse_ranks(
+    lists: Mapping[str, list[tuple[int, float]]], weights: Mapping[str, float], rrf_k: int
+) -> list[Ranked]:
+    contributions = {
+        name: [(mid, weights[name] / (rrf_k + rank)) for rank, (mid, _) in enumerate(ids, 1)]
+        for name, ids in lists.items()
+    }
+    return _combine(lists, contributions)
+
+
+def _fuse_scores(
+    lists: Mapping[str, list[tuple[int, float]]], weights: Mapping[str, float]
+) -> list[Ranked]:
+    contributions = {}
+    for name, scored in lists.items():
+        top = max((score for _, score in scored), default=0.0)
+        # BM25 is unbounded: scale by the list's best so it is comparable with a cosine.
+        scale = 1.0 / top if name == "bm25" and top > 0 else 1.0
+        contributions[name] = [(mid, weights[name] * score * scale) for mid, score in scored]
+    return _combine(lists, contributions)
+
+
+def _combine(
+    lists: Mapping[str, list[tuple[int, float]]],
+    contributions: Mapping[str, list[tuple[int, float]]],
+) -> list[Ranked]:
     scores: dict[int, float] = {}
     ranks: dict[int, dict[str, int]] = {}
     for name, ids in lists.items():
-        for rank, memory_id in enumerate(ids, start=1):
-            scores[memory_id] = scores.get(memory_id, 0.0) + weights[name] / (rrf_k + rank)
+        for rank, (memory_id, _) in enumerate(ids, start=1):
             ranks.setdefault(memory_id, {})[name] = rank
+    for items in contributions.values():
+        for memory_id, value in items:
+            scores[memory_id] = scores.get(memory_id, 0.0) + value
     # Ties (equal fused score) go to the newer memory: later statements win by default.
     order = sorted(scores, key=lambda mid: (-scores[mid], -mid))
     return [Ranked(mid, scores[mid], ranks[mid]) for mid in order]
@@ -119,7 +157,7 @@ def _bm25(
     end: datetime | None,
     exclude: frozenset[int],
     config: RetrievalConfig,
-) -> list[int]:
+) -> list[tuple[int, float]]:
     terms = query_terms(text)
     if not terms:  # nothing but stop words: lexical search has nothing to say
         return []
@@ -129,7 +167,8 @@ def _bm25(
         + ")"
     )
     sql = (
-        "SELECT memory_fts.rowid FROM memory_fts JOIN memories m ON m.id = memory_fts.rowid "
+        "SELECT memory_fts.rowid, -bm25(memory_fts, 0.0, 1.0) "
+        "FROM memory_fts JOIN memories m ON m.id = memory_fts.rowid "
         "WHERE memory_fts MATCH ? AND m.status = 'active'"
     )
     params: list[object] = [match]
@@ -145,7 +184,7 @@ def _bm25(
     # Column weights: the tags column must not contribute to the score.
     sql += " ORDER BY bm25(memory_fts, 0.0, 1.0), m.id DESC LIMIT ?"
     params.append(config.depth)
-    return [row[0] for row in conn.execute(sql, params)]
+    return [(row[0], float(row[1])) for row in conn.execute(sql, params)]
 
 
 def _dense(
@@ -158,7 +197,7 @@ def _dense(
     end: datetime | None,
     exclude: frozenset[int],
     config: RetrievalConfig,
-) -> list[int]:
+) -> list[tuple[int, float]]:
     cached, cosines = vectors.scores(conn, user_id, query)
     keep = vectors.mask(cached, memory_type, start, end, exclude)
     candidates = np.flatnonzero(keep)
@@ -167,8 +206,8 @@ def _dense(
     depth = min(config.depth, len(candidates))
     picked = candidates[np.argpartition(-cosines[candidates], depth - 1)[:depth]]
     # Best cosine first; among equal cosines the newer memory first.
-    order = np.lexsort((-cached.ids[picked], -cosines[picked]))
-    return [int(i) for i in cached.ids[picked[order]]]
+    order = picked[np.lexsort((-cached.ids[picked], -cosines[picked]))]
+    return [(int(cached.ids[i]), float(cosines[i])) for i in order]
 
 
 # A short English stop list: these words match most memories, so they add scoring work on

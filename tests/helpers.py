@@ -1,0 +1,42 @@
+"""Plain helpers shared by test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+import zlib
+from pathlib import Path
+
+from personavlm.memory import MemoryStore
+
+
+def write_png(path: Path, rgb: tuple[int, int, int] = (200, 30, 30), size: int = 4) -> Path:
+    """A real, tiny PNG file (so the blob store's format check sees genuine bytes)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    raw = b"".join(b"\x00" + bytes(rgb) * size for _ in range(size))
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def table_counts(store: MemoryStore) -> dict[str, int]:
+    """Row counts of every table: equal before and after a failed call means nothing was
+    written."""
+    with sqlite3.connect(store.path) as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'memory_fts_%' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        return {n: conn.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in names}
