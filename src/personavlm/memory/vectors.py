@@ -128,9 +128,12 @@ def _refresh_status(conn: sqlite3.Connection, cached: _UserVectors, ids: list[in
         _chunked_select(conn, "SELECT id, status FROM memories WHERE id IN ({})", ids)
     )
     positions = np.searchsorted(cached.ids, np.array(ids, dtype=np.int64))
+    # Copy, then swap: a search in another thread may be reading the old array right now.
+    active = cached.active.copy()
     for memory_id, position in zip(ids, positions, strict=True):
         if position < len(cached.ids) and cached.ids[position] == memory_id:
-            cached.active[position] = statuses.get(memory_id) == _ACTIVE
+            active[position] = statuses.get(memory_id) == _ACTIVE
+    cached.active = active
 
 
 def _append_rows(
