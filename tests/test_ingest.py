@@ -64,7 +64,7 @@ def test_a_reused_turn_id_with_other_text_conflicts_and_writes_nothing(
     counts = table_counts(store)
     changed = _turns(5)
     changed[1]["text"] = "rewritten history"
-    with pytest.raises(ConflictError, match="'t1' is already stored .* other content"):
+    with pytest.raises(ConflictError, match=r"'t1' is already stored .* other content"):
         ingest_file(store, "ann", _jsonl(tmp_path / "b.jsonl", changed))
     assert table_counts(store) == counts
 
@@ -84,7 +84,10 @@ def test_sessions_split_after_sixty_minutes(store: MemoryStore) -> None:
     times = ["2024-03-01 10:00", "2024-03-01 11:00", "2024-03-01 12:01", "2024-03-02 09:00"]
     report = store.append_turns(
         "ann",
-        [TurnInput.create(time=t, role="user", text=f"hi {i}", ext_id=str(i)) for i, t in enumerate(times)],
+        [
+            TurnInput.create(time=t, role="user", text=f"hi {i}", ext_id=str(i))
+            for i, t in enumerate(times)
+        ],
     )
     sessions = [t.session_id for t in store.turns("ann")]
     # 60 minutes exactly continues the session; 61 minutes starts a new one.
@@ -96,10 +99,21 @@ def test_images_are_stored_once_by_content(store: MemoryStore, tmp_path: Path) -
     write_png(tmp_path / "dog.png")
     write_png(tmp_path / "same-dog.png")  # same bytes, other name
     turns = [
-        {"id": "a", "time": "2024-03-01 10:00", "role": "user", "text": "", "images": ["dog.png"],
-         "caption": "a beagle on a rug"},
-        {"id": "b", "time": "2024-03-01 10:01", "role": "user", "text": "again!",
-         "images": ["same-dog.png"]},
+        {
+            "id": "a",
+            "time": "2024-03-01 10:00",
+            "role": "user",
+            "text": "",
+            "images": ["dog.png"],
+            "caption": "a beagle on a rug",
+        },
+        {
+            "id": "b",
+            "time": "2024-03-01 10:01",
+            "role": "user",
+            "text": "again!",
+            "images": ["same-dog.png"],
+        },
     ]
     ingest_file(store, "ann", _jsonl(tmp_path / "t.jsonl", turns))
     stored = store.turns("ann")
@@ -111,18 +125,16 @@ def test_images_are_stored_once_by_content(store: MemoryStore, tmp_path: Path) -
 
 def test_bad_lines_name_file_and_line_and_write_nothing(store: MemoryStore, tmp_path: Path) -> None:
     good = json.dumps(_turns(1)[0])
+    head = b'{"id": "x", "time": "2024-03-01 10:00", "role": "user", '
     cases = {
         b"not json": "not a JSON object",
         b'{"id": "x", "time": "2024-03-01 10:00", "role": "user"}': "missing field 'text'",
         b'{"id": "x", "time": "01/03/2024", "role": "user", "text": "hi"}': "not a valid time",
         b'{"id": "x", "time": "2024-03-01 10:00", "role": "bot", "text": "hi"}': "role 'bot'",
         b'{"id": "x", "time": "2024-03-01 10:00", "role": "user", "text": "  "}': "is empty",
-        b'{"id": "x", "time": "2024-03-01 10:00", "role": "user", "text": "hi", "mood": 1}':
-            "unknown fields",
-        b'{"id": "x", "time": "2024-03-01 10:00", "role": "user", "text": "caf\xe9"}':
-            "not valid UTF-8",
-        b'{"id": "x", "time": "2024-03-01 10:00", "role": "user", "text": "\\ud800"}':
-            "unpaired surrogate",
+        head + b'"text": "hi", "mood": 1}': "unknown fields",
+        head + b'"text": "caf\xe9"}': "not valid UTF-8",
+        head + b'"text": "\\ud800"}': "unpaired surrogate",
         b'{"id": 7, "time": "2024-03-01 10:00", "role": "user", "text": "hi"}': "'id' must be",
     }
     counts = table_counts(store)
@@ -146,7 +158,7 @@ def test_missing_or_fake_image_fails_before_any_write(store: MemoryStore, tmp_pa
     counts = table_counts(store)
     turns = _turns(2)
     turns[1]["images"] = ["nowhere.png"]
-    with pytest.raises(ValidationError, match="image file not found: .*nowhere.png"):
+    with pytest.raises(ValidationError, match=r"image file not found: .*nowhere\.png"):
         ingest_file(store, "ann", _jsonl(tmp_path / "t.jsonl", turns))
     (tmp_path / "fake.png").write_text("not an image")
     turns[1]["images"] = ["fake.png"]

@@ -4,6 +4,7 @@ history, undo, timeline."""
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,10 @@ from personavlm.memory import EventOp, MemoryStatus, MemoryStore, MemoryType
 
 def test_add_and_get_round_trip(store: MemoryStore) -> None:
     added = store.add(
-        "ann", "semantic", "Ann's dog is called Bobby", keywords=["dog", "Bobby"],
+        "ann",
+        "semantic",
+        "Ann's dog is called Bobby",
+        keywords=["dog", "Bobby"],
         time="2024-03-02 10:00",
     )
     got = store.get("ann", added.id)
@@ -53,7 +57,9 @@ def test_keys_are_per_user(store: MemoryStore) -> None:
 
 def test_update_writes_a_new_version_and_keeps_the_old(store: MemoryStore) -> None:
     first = store.add("ann", "semantic", "Ann runs twice a week", time="2024-02-01 08:00")
-    second = store.update("ann", first.id, content="Ann swims twice a week", time="2024-05-01 08:00")
+    second = store.update(
+        "ann", first.id, content="Ann swims twice a week", time="2024-05-01 08:00"
+    )
     assert second.id != first.id and second.supersedes == first.id and second.version == 2
     old = store.get("ann", first.id)
     assert old.content == "Ann runs twice a week"  # content never changes in place
@@ -148,7 +154,7 @@ def test_undo_refuses_when_the_memory_changed_since(store: MemoryStore) -> None:
     fact = store.add("ann", "semantic", "likes tea", time="2024-01-01 10:00")
     add_event = store.history("ann", fact.id)[0]
     store.invalidate("ann", fact.id, time="2024-02-01 10:00")
-    with pytest.raises(ConflictError, match="changed since by event .* \\(invalidate\\)"):
+    with pytest.raises(ConflictError, match=r"changed since by event .* \(invalidate\)"):
         store.undo("ann", add_event.id)
     assert store.get("ann", fact.id).status is MemoryStatus.INVALIDATED
 
@@ -200,15 +206,44 @@ def test_memory_time_is_the_time_of_its_source_turns(store: MemoryStore) -> None
     store.append_turns(
         "ann",
         [
-            TurnInput.create(time="2024-03-01 10:00", role="user", text="I got a kitten", ext_id="a"),
-            TurnInput.create(time="2024-03-01 10:05", role="user", text="her name is Mia", ext_id="b"),
+            TurnInput.create(
+                time="2024-03-01 10:00", role="user", text="I got a kitten", ext_id="a"
+            ),
+            TurnInput.create(
+                time="2024-03-01 10:05", role="user", text="her name is Mia", ext_id="b"
+            ),
         ],
     )
     turns = store.turns("ann")
     fact = store.add(
-        "ann", "semantic", "Ann has a kitten named Mia", source_turn_ids=[t.id for t in turns],
+        "ann",
+        "semantic",
+        "Ann has a kitten named Mia",
+        source_turn_ids=[t.id for t in turns],
         time="2024-03-01 10:06",
     )
-    assert (fact.event_start, fact.event_end) == (datetime(2024, 3, 1, 10), datetime(2024, 3, 1, 10, 5))
+    assert (fact.event_start, fact.event_end) == (
+        datetime(2024, 3, 1, 10),
+        datetime(2024, 3, 1, 10, 5),
+    )
     with pytest.raises(NotFoundError, match="not turns of user"):
         store.add("bob", "semantic", "x", source_turn_ids=[turns[0].id])
+
+
+def test_missing_store_is_not_created_for_readers(tmp_path: Path) -> None:
+    from personavlm.embed import HashingEmbedder
+    from personavlm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no personavlm store at"):
+        MemoryStore.open(tmp_path / "absent.db", embedder=HashingEmbedder(), create=False)
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_default_time_is_the_local_conversation_clock(store: MemoryStore) -> None:
+    # Times given by callers are the user's naive local time; "now" must be on the same clock,
+    # or a memory added a minute after a turn could sort hours before it.
+    before = datetime.now().replace(microsecond=0)
+    memory = store.add("ann", "semantic", "added without a time")
+    after = datetime.now()
+    assert before <= memory.valid_from <= after
+    store.invalidate("ann", memory.id)  # ends "now": must not be before it began

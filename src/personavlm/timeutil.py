@@ -16,6 +16,7 @@ __all__ = [
     "STORAGE_FORMAT",
     "display_time",
     "from_storage",
+    "local_now",
     "parse_time",
     "to_storage",
     "utc_now",
@@ -64,3 +65,9 @@ def display_time(value: datetime) -> str:
 def utc_now() -> datetime:
     """Wall-clock time for audit columns (created_at, event time), naive UTC."""
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def local_now() -> datetime:
+    """'Now' on the conversation clock: naive local time, like every turn's time. Used when a
+    caller gives no time for a memory, so it sorts and filters with the turns around it."""
+    return datetime.now().replace(microsecond=0)

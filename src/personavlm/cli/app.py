@@ -3,7 +3,6 @@ groups."""
 
 from __future__ import annotations
 
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from personavlm.cli.common import (
     emit,
     fail_on_errors,
     open_store,
+    progress_bar,
 )
 from personavlm.errors import ValidationError
 from personavlm.memory.ingest import ingest_file
@@ -62,10 +62,10 @@ def ingest(
         path = sample_conversation() if sample else file
         assert path is not None
         with (
-            open_store(db, embedder) as store,
-            typer.progressbar(length=_line_count(path), label="ingesting", file=sys.stderr) as bar,
+            open_store(db, embedder, create=True) as store,
+            progress_bar(_line_count(path), "ingesting", as_json=as_json) as advance,
         ):
-            report = ingest_file(store, user, path, progress=bar.update)
+            report = ingest_file(store, user, path, progress=advance)
         emit(
             report.to_dict(),
             as_json=as_json,

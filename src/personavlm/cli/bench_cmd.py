@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import typer
 
 from personavlm import embed
 from personavlm.bench.retrieval import DEFAULT_KS, load_dataset, run_benchmark
-from personavlm.cli.common import EmbedderOption, JsonOption, emit, fail_on_errors
+from personavlm.cli.common import EmbedderOption, JsonOption, emit, fail_on_errors, progress_bar
 from personavlm.errors import ValidationError
 from personavlm.memory.store import MemoryStore
 from personavlm.settings import embedder_name
@@ -47,11 +46,9 @@ def retrieval(
                 raise ValidationError(f"--keep-db {path} exists; the benchmark needs a fresh store")
             with (
                 MemoryStore.open(path, embedder=encoder) as store,
-                typer.progressbar(
-                    length=dataset.turn_count, label="ingesting", file=sys.stderr
-                ) as bar,
+                progress_bar(dataset.turn_count, "ingesting", as_json=as_json) as advance,
             ):
-                report = run_benchmark(dataset, store, ks=ks, progress=bar.update)
+                report = run_benchmark(dataset, store, ks=ks, progress=advance)
         emit(report, as_json=as_json, text=format_report(report))
 
 

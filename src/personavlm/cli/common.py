@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,7 +16,15 @@ from personavlm.errors import ConfigError, InputError, PersonaVLMError, StoreErr
 from personavlm.memory.store import MemoryStore
 from personavlm.settings import Settings, load_settings
 
-__all__ = ["DbOption", "EmbedderOption", "JsonOption", "emit", "fail_on_errors", "open_store"]
+__all__ = [
+    "DbOption",
+    "EmbedderOption",
+    "JsonOption",
+    "emit",
+    "fail_on_errors",
+    "open_store",
+    "progress_bar",
+]
 
 DbOption = typer.Option(
     None,
@@ -47,14 +55,20 @@ def settings(db: str | None, embedder: str | None) -> Settings:
 
 @contextmanager
 def open_store(
-    db: str | None, embedder: str | None, *, check_embedder: bool = True
+    db: str | None,
+    embedder: str | None,
+    *,
+    check_embedder: bool = True,
+    create: bool = False,
 ) -> Iterator[MemoryStore]:
+    """Open the configured store; only commands that write new data pass create=True."""
     resolved = settings(db, embedder)
     store = MemoryStore.open(
         resolved.db_path,
         embedder=embed.load(resolved.embedder),
         blob_dir=resolved.blob_dir,
         check_embedder=check_embedder,
+        create=create,
     )
     try:
         yield store
@@ -71,6 +85,16 @@ def fail_on_errors() -> Iterator[None]:
         code = next((c for kind, c in EXIT_CODES if isinstance(exc, kind)), 1)
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code) from None
+
+
+@contextmanager
+def progress_bar(length: int, label: str, *, as_json: bool) -> Iterator[Callable[[int], None]]:
+    """A bar on stderr for people at a terminal; nothing for --json or pipes."""
+    if as_json or not sys.stderr.isatty():
+        yield lambda _done: None
+        return
+    with typer.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        yield bar.update
 
 
 def emit(data: Any, *, as_json: bool, text: str) -> None:

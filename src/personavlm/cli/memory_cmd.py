@@ -45,7 +45,7 @@ def add(
 
     Example: personavlm memory add --user ann --type core --key "favourite drink" "Coca-Cola"
     """
-    with fail_on_errors(), open_store(db, embedder) as store:
+    with fail_on_errors(), open_store(db, embedder, create=True) as store:
         memory = store.add(
             user, memory_type, content, key=key, keywords=_split(keywords), time=time, actor="cli"
         )

@@ -58,7 +58,7 @@ def record(
 
     Example: personavlm personality record --user ann -o 4 -c 3 -e 2 -a 4 -n 3
     """
-    with fail_on_errors(), open_store(db, embedder) as store:
+    with fail_on_errors(), open_store(db, embedder, create=True) as store:
         reading = Reading(openness, conscientiousness, extraversion, agreeableness, neuroticism)
         state = store.record_personality(user, reading, time=time)
         emit(

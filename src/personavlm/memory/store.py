@@ -23,7 +23,13 @@ from datetime import datetime
 from pathlib import Path
 
 from personavlm.embed.base import Embedder, Vectors
-from personavlm.errors import ConflictError, EmbedderMismatchError, NotFoundError, ValidationError
+from personavlm.errors import (
+    ConfigError,
+    ConflictError,
+    EmbedderMismatchError,
+    NotFoundError,
+    ValidationError,
+)
 from personavlm.media.blobs import BlobStore
 from personavlm.memory import audit, personality_log, search, turnlog
 from personavlm.memory.records import (
@@ -58,7 +64,7 @@ from personavlm.memory.validate import (
 )
 from personavlm.memory.vectors import VectorIndex
 from personavlm.personality import PersonalityState, Reading, SkipRule
-from personavlm.timeutil import parse_time, to_storage, utc_now
+from personavlm.timeutil import local_now, parse_time, to_storage, utc_now
 
 __all__ = ["MemoryStore"]
 
@@ -98,13 +104,21 @@ class MemoryStore:
         blob_dir: Path | None = None,
         retrieval: search.RetrievalConfig = search.SHIPPED,
         check_embedder: bool = True,
+        create: bool = True,
     ) -> MemoryStore:
-        """Open (creating if needed) the SQLite store at `path`.
+        """Open the SQLite store at `path`, creating it unless `create` is False.
 
         Raises EmbedderMismatchError when the store's vectors came from another encoder,
-        unless check_embedder is False (only `reindex` should do that).
+        unless check_embedder is False (only `reindex` should do that), and ConfigError for
+        a missing store when create is False (read-only callers: a typo in a path must not
+        conjure up an empty store).
         """
         db_path = Path(path)
+        if not create and not db_path.is_file():
+            raise ConfigError(
+                f"no personavlm store at {db_path}: check --db / PERSONAVLM_DB, or add or "
+                "ingest something first"
+            )
         db = Database(db_path)
         store = cls(
             db, embedder, BlobStore(blob_dir or default_blob_dir(db_path)), retrieval=retrieval
@@ -147,7 +161,7 @@ class MemoryStore:
         key = check_key(kind, key)
         check_text(content, field="content")
         words = check_keywords(keywords)
-        valid_from = utc_now() if time is None else parse_time(time)
+        valid_from = local_now() if time is None else parse_time(time)
         vector = self._embed([index_text(kind, key, content, words)])
         with self._db.write() as conn:
             _ensure_user(conn, user_id)
@@ -244,7 +258,7 @@ class MemoryStore:
         if content is not None:
             check_text(content, field="content")
         words = None if keywords is None else check_keywords(keywords)
-        valid_from = utc_now() if time is None else parse_time(time)
+        valid_from = local_now() if time is None else parse_time(time)
         with self._db.read() as conn:
             old = audit.load_memory(conn, user_id, memory_id)
         new_content = old.content if content is None else content
@@ -292,7 +306,7 @@ class MemoryStore:
         actor: str = "api",
     ) -> Memory:
         """Mark an active memory as no longer true from `time` on; it stays in history."""
-        valid_to = utc_now() if time is None else parse_time(time)
+        valid_to = local_now() if time is None else parse_time(time)
         return self._change_status(
             user_id, memory_id, MemoryStatus.INVALIDATED, valid_to, EventOp.INVALIDATE, actor
         )
@@ -502,7 +516,7 @@ class MemoryStore:
     ) -> PersonalityState:
         """Absorb one momentary reading with the paper's schedule; every reading is kept."""
         check_user_id(user_id)
-        when = utc_now() if time is None else parse_time(time)
+        when = local_now() if time is None else parse_time(time)
         with self._db.write() as conn:
             _ensure_user(conn, user_id)
             return personality_log.record(conn, user_id, reading, turn_id, when, skip_rule)
