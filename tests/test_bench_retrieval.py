@@ -20,8 +20,14 @@ def test_metrics_arithmetic() -> None:
     ranked = ["a", "x", "b", "y"]
     metrics = _metrics(ranked, ("a", "b", "c"), [1, 2, 3, 10])
     assert metrics == {
-        "recall@1": 1 / 3, "hit@1": 1.0, "recall@2": 1 / 3, "hit@2": 1.0,
-        "recall@3": 2 / 3, "hit@3": 1.0, "recall@10": 2 / 3, "hit@10": 1.0,
+        "recall@1": 1 / 3,
+        "hit@1": 1.0,
+        "recall@2": 1 / 3,
+        "hit@2": 1.0,
+        "recall@3": 2 / 3,
+        "hit@3": 1.0,
+        "recall@10": 2 / 3,
+        "hit@10": 1.0,
     }
     assert _metrics(["x"], ("a",), [1]) == {"recall@1": 0.0, "hit@1": 0.0}
 
@@ -38,7 +44,12 @@ def test_small_set_loads_and_runs(tmp_path: Path) -> None:
         assert 0 <= overall["recall@1"] <= overall["recall@5"] <= overall["recall@10"] <= 1
         assert overall["recall@10"] <= overall["hit@10"]
         assert set(result["by_category"]) == {
-            "fact", "paraphrase", "temporal", "multi-hop", "update", "visual",
+            "fact",
+            "paraphrase",
+            "temporal",
+            "multi-hop",
+            "update",
+            "visual",
         }
     # Even a bag-of-words encoder finds most evidence in ten turns of a 48-turn conversation.
     assert report["variants"]["bm25"]["overall"]["hit@10"] > 0.6
@@ -47,12 +58,34 @@ def test_small_set_loads_and_runs(tmp_path: Path) -> None:
 def test_questions_only_see_turns_before_they_are_asked(tmp_path: Path) -> None:
     data = {
         "name": "t",
-        "conversations": [{"id": "c", "turns": [
-            {"id": "t1", "time": "2024-01-01 10:00", "speaker": "Ann", "text": "I love tennis"},
-            {"id": "t2", "time": "2024-06-01 10:00", "speaker": "Ann", "text": "I love tennis more"},
-        ]}],
-        "questions": [{"id": "q", "conversation": "c", "question": "tennis",
-                       "time": "2024-02-01 10:00", "evidence": ["t1"]}],
+        "conversations": [
+            {
+                "id": "c",
+                "turns": [
+                    {
+                        "id": "t1",
+                        "time": "2024-01-01 10:00",
+                        "speaker": "Ann",
+                        "text": "I love tennis",
+                    },
+                    {
+                        "id": "t2",
+                        "time": "2024-06-01 10:00",
+                        "speaker": "Ann",
+                        "text": "I love tennis more",
+                    },
+                ],
+            }
+        ],
+        "questions": [
+            {
+                "id": "q",
+                "conversation": "c",
+                "question": "tennis",
+                "time": "2024-02-01 10:00",
+                "evidence": ["t1"],
+            }
+        ],
     }
     path = tmp_path / "d.json"
     path.write_text(json.dumps(data))
