@@ -247,3 +247,17 @@ def test_default_time_is_the_local_conversation_clock(store: MemoryStore) -> Non
     after = datetime.now()
     assert before <= memory.valid_from <= after
     store.invalidate("ann", memory.id)  # ends "now": must not be before it began
+
+
+def test_default_time_never_ends_a_record_before_it_began(store: MemoryStore) -> None:
+    # Another writer may commit a holder stamped later than our clock reading (or the clock
+    # may step back): a write without an explicit time must still succeed.
+    future = store.add("ann", "core", "future value", key="k", time="2099-01-01 12:00")
+    now_value = store.add("ann", "core", "now value", key="k")
+    assert now_value.valid_from == datetime(2099, 1, 1, 12)
+    assert store.get("ann", future.id).valid_to == now_value.valid_from
+    ended = store.invalidate("ann", now_value.id)
+    assert ended.valid_to == now_value.valid_from
+    store.add("ann", "core", "later", key="other", time="2099-01-01 12:00")
+    with pytest.raises(ConflictError, match="cannot end before it began"):
+        store.add("ann", "core", "explicit past", key="other", time="2098-01-01 12:00")

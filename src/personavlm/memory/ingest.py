@@ -10,6 +10,7 @@ written, so a bad line 900 leaves the store untouched; the error names the line.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,8 @@ def read_turns_file(path: Path) -> list[ParsedTurn]:
         parsed.append(_parse_line(path, number, line))
     if not parsed:
         raise ValidationError(f"{path} holds no turns (one JSON object per line expected)")
-    ids = [fields["id"] for fields, _ in parsed]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    counts = Counter(fields["id"] for fields, _ in parsed)
+    duplicates = sorted(i for i, n in counts.items() if n > 1)
     if duplicates:
         raise ValidationError(f"{path}: turn ids used more than once: {duplicates[:5]}")
     return parsed

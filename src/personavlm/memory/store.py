@@ -161,13 +161,14 @@ class MemoryStore:
         key = check_key(kind, key)
         check_text(content, field="content")
         words = check_keywords(keywords)
-        valid_from = local_now() if time is None else parse_time(time)
+        explicit = None if time is None else parse_time(time)
         vector = self._embed([index_text(kind, key, content, words)])
         with self._db.write() as conn:
             _ensure_user(conn, user_id)
+            holder = _active_holder(conn, user_id, kind, key)
+            valid_from = _effective_time(explicit, holder)
             span = _event_span(conn, user_id, source_turn_ids, valid_from)
             _check_images(conn, image_ids)
-            holder = _active_holder(conn, user_id, kind, key)
             changes: dict[int, audit.Change] = {}
             if holder is not None:
                 retired = _retire(conn, holder, MemoryStatus.SUPERSEDED, valid_from)
@@ -258,7 +259,7 @@ class MemoryStore:
         if content is not None:
             check_text(content, field="content")
         words = None if keywords is None else check_keywords(keywords)
-        valid_from = local_now() if time is None else parse_time(time)
+        explicit = None if time is None else parse_time(time)
         with self._db.read() as conn:
             old = audit.load_memory(conn, user_id, memory_id)
         new_content = old.content if content is None else content
@@ -267,6 +268,7 @@ class MemoryStore:
         with self._db.write() as conn:
             old = audit.load_memory(conn, user_id, memory_id)
             _require_active(old, "update")
+            valid_from = _effective_time(explicit, old)
             sources = old.source_turn_ids if source_turn_ids is None else tuple(source_turn_ids)
             span = _updated_span(conn, user_id, old, source_turn_ids, valid_from)
             retired = _retire(conn, old, MemoryStatus.SUPERSEDED, valid_from)
@@ -306,9 +308,9 @@ class MemoryStore:
         actor: str = "api",
     ) -> Memory:
         """Mark an active memory as no longer true from `time` on; it stays in history."""
-        valid_to = local_now() if time is None else parse_time(time)
+        explicit = None if time is None else parse_time(time)
         return self._change_status(
-            user_id, memory_id, MemoryStatus.INVALIDATED, valid_to, EventOp.INVALIDATE, actor
+            user_id, memory_id, MemoryStatus.INVALIDATED, explicit, EventOp.INVALIDATE, actor
         )
 
     def delete(self, user_id: str, memory_id: int, *, actor: str = "api") -> Memory:
@@ -406,6 +408,7 @@ class MemoryStore:
         check_user_id(user_id)
         with self._db.read() as conn:
             pending = turnlog.new_turns(conn, user_id, turns)
+        added = 0
         for offset in range(0, len(pending), batch_size):
             batch = pending[offset : offset + batch_size]
             texts = [turn_index_text(t) for t in batch]
@@ -413,16 +416,13 @@ class MemoryStore:
             with self._db.write() as conn:
                 _ensure_user(conn, user_id)
                 for turn, text, vector in zip(batch, texts, vectors, strict=True):
-                    self._append_one(conn, user_id, turn, text, vector, actor)
+                    added += self._append_one(conn, user_id, turn, text, vector, actor)
             if progress is not None:
                 progress(len(batch))
         with self._db.read() as conn:
             sessions = turnlog.session_count(conn, user_id)
         return IngestReport(
-            user_id=user_id,
-            added=len(pending),
-            skipped=len(turns) - len(pending),
-            sessions=sessions,
+            user_id=user_id, added=added, skipped=len(turns) - added, sessions=sessions
         )
 
     def check_turns(self, user_id: str, turns: Sequence[TurnInput]) -> builtins.list[TurnInput]:
@@ -439,9 +439,12 @@ class MemoryStore:
         text: str,
         vector: Vectors,
         actor: str,
-    ) -> None:
+    ) -> bool:
+        """Append one turn and its episodic entry; False if the turn was already stored."""
         _check_images(conn, turn_input.image_ids)
         turn = turnlog.append_turn(conn, user_id, turn_input)
+        if turn is None:
+            return False
         memory = _insert_memory(
             conn,
             user_id,
@@ -464,6 +467,7 @@ class MemoryStore:
             changes={memory.id: (None, snapshot(memory))},
             turn_id=turn.id,
         )
+        return True
 
     def store_image(self, source: Path, *, caption: str | None = None) -> ImageRef:
         """Copy an image file into the blob store and register it; returns its reference."""
@@ -560,17 +564,20 @@ class MemoryStore:
         user_id: str,
         memory_id: int,
         status: MemoryStatus,
-        valid_to: datetime | None,
+        explicit_time: datetime | None,
         op: EventOp,
         actor: str,
     ) -> Memory:
+        """Move a memory to `status`; every status but deleted also ends its validity."""
         with self._db.write() as conn:
             old = audit.load_memory(conn, user_id, memory_id)
             if status is MemoryStatus.DELETED:
                 if old.status is MemoryStatus.DELETED:
                     raise ConflictError(f"memory {memory_id} is already deleted")
+                valid_to = None
             else:
                 _require_active(old, op.value)
+                valid_to = _effective_time(explicit_time, old)
             new = _retire(conn, old, status, valid_to)
             audit.record_event(
                 conn,
@@ -693,6 +700,17 @@ def _retire(
     # Deleting keeps the validity interval as it was; the other transitions end it now.
     stamp = _iso(memory.valid_to) if valid_to is None else to_storage(valid_to)
     return audit.set_state(conn, memory, status, stamp)
+
+
+def _effective_time(explicit: datetime | None, retiring: Memory | None) -> datetime:
+    """The time a write takes effect: the caller's, or now. 'Now' is read inside the write
+    transaction and never falls before the valid_from of the record it retires: another
+    writer may have committed a later one while we waited for the lock, and a clock that
+    steps back (daylight saving) must not make a default time invalid."""
+    if explicit is not None:
+        return explicit
+    now = local_now()
+    return now if retiring is None else max(now, retiring.valid_from)
 
 
 def _require_active(memory: Memory, verb: str) -> None:

@@ -142,8 +142,16 @@ def new_turns(
     return pending
 
 
-def append_turn(conn: sqlite3.Connection, user_id: str, turn: TurnInput) -> Turn:
-    """Append one turn (already checked by new_turns) inside the caller's transaction."""
+def append_turn(conn: sqlite3.Connection, user_id: str, turn: TurnInput) -> Turn | None:
+    """Append one turn (already checked by new_turns) inside the caller's transaction; None
+    when it is stored already (another process ingesting the same turns got there first)."""
+    if turn.ext_id is not None and (found := existing_turn(conn, user_id, turn.ext_id)):
+        if turn.same_as(found):
+            return None
+        raise ConflictError(
+            f"turn id {turn.ext_id!r} was stored for user {user_id!r} with other content "
+            "while this ingest ran"
+        )
     previous = latest_turn(conn, user_id)
     if previous is not None and turn.time < previous.time:  # another writer got in between
         raise ConflictError(
