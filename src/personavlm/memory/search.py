@@ -32,10 +32,12 @@ __all__ = [
     "SHIPPED",
     "Fusion",
     "Method",
+    "Query",
     "Ranked",
     "RetrievalConfig",
     "fts_tags",
-    "rank_type",
+    "query_terms",
+    "retrieve",
 ]
 
 
@@ -80,33 +82,43 @@ def fts_tags(user_id: str, memory_type: MemoryType) -> str:
     return f"{_user_token(user_id)} t{memory_type.value}"
 
 
-def rank_type(
-    conn: sqlite3.Connection,
-    vectors: VectorIndex,
-    *,
-    user_id: str,
-    memory_type: MemoryType,
-    query_text: str,
-    query_vector: Vectors | None,
-    k: int,
-    start: datetime | None,
-    end: datetime | None,
-    exclude: frozenset[int],
-    config: RetrievalConfig,
-) -> list[Ranked]:
-    """The top k memories of one type for the query, best first."""
-    lists: dict[str, list[tuple[int, float]]] = {}
-    if config.method in (Method.FUSED, Method.BM25):
-        lists["bm25"] = _bm25(conn, user_id, memory_type, query_text, start, end, exclude, config)
-    if config.method in (Method.FUSED, Method.DENSE):
-        assert query_vector is not None
-        lists["dense"] = _dense(
-            conn, vectors, user_id, memory_type, query_vector, start, end, exclude, config
-        )
-    weights = {"bm25": config.bm25_weight, "dense": config.dense_weight}
-    if config.fusion is Fusion.SCORE:
-        return _fuse_scores(lists, weights)[:k]
-    return _fuse_ranks(lists, weights, config.rrf_k)[:k]
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One search, validated: what to look for, where, and how many per type."""
+
+    user_id: str
+    text: str
+    vector: Vectors | None  # None when the method needs no dense side
+    plan: tuple[tuple[MemoryType, int], ...]  # (type, k) in the order hits are returned
+    start: datetime | None
+    end: datetime | None
+    exclude: frozenset[int]
+    config: RetrievalConfig
+
+
+def retrieve(conn: sqlite3.Connection, vectors: VectorIndex, query: Query) -> list[Ranked]:
+    """The top k memories of each planned type, best first within a type.
+
+    One FTS query and one matrix-vector product serve every type; each type's candidates are
+    then fused on their own, so a crowded type cannot push a sparse one out of its k.
+    """
+    types = [memory_type for memory_type, _ in query.plan]
+    method = query.config.method
+    lexical = _bm25(conn, query, types) if method in (Method.FUSED, Method.BM25) else None
+    dense = _dense(conn, vectors, query, types) if method in (Method.FUSED, Method.DENSE) else None
+    weights = {"bm25": query.config.bm25_weight, "dense": query.config.dense_weight}
+    ranked: list[Ranked] = []
+    for memory_type, k in query.plan:
+        lists: dict[str, list[tuple[int, float]]] = {}
+        if lexical is not None:
+            lists["bm25"] = lexical.get(memory_type, [])
+        if dense is not None:
+            lists["dense"] = dense[memory_type]
+        if query.config.fusion is Fusion.SCORE:
+            ranked.extend(_fuse_scores(lists, weights)[:k])
+        else:
+            ranked.extend(_fuse_ranks(lists, weights, query.config.rrf_k)[:k])
+    return ranked
 
 
 def _fuse_ranks(
@@ -149,65 +161,69 @@ def _combine(
 
 
 def _bm25(
-    conn: sqlite3.Connection,
-    user_id: str,
-    memory_type: MemoryType,
-    text: str,
-    start: datetime | None,
-    end: datetime | None,
-    exclude: frozenset[int],
-    config: RetrievalConfig,
-) -> list[tuple[int, float]]:
-    terms = query_terms(text)
+    conn: sqlite3.Connection, query: Query, types: list[MemoryType]
+) -> dict[MemoryType, list[tuple[int, float]]]:
+    terms = query_terms(query.text)
     if not terms:  # nothing but stop words: lexical search has nothing to say
-        return []
+        return {}
+    type_tokens = " OR ".join(f"t{t.value}" for t in types)
     match = (
-        f"tags : ({_user_token(user_id)} AND t{memory_type.value}) AND text : ("
+        f"tags : ({_user_token(query.user_id)} AND ({type_tokens})) AND text : ("
         + " OR ".join(f'"{term}"' for term in terms)
         + ")"
     )
+    filters, params = _hard_filters(query)
+    # Score every match once, keep the best `depth` per type. Column weights: the tags column
+    # must not contribute to the score.
     sql = (
-        "SELECT memory_fts.rowid, -bm25(memory_fts, 0.0, 1.0) "
-        "FROM memory_fts JOIN memories m ON m.id = memory_fts.rowid "
-        "WHERE memory_fts MATCH ? AND m.status = 'active'"
+        "WITH hits AS (SELECT rowid AS id, -bm25(memory_fts, 0.0, 1.0) AS score "
+        "FROM memory_fts WHERE memory_fts MATCH ?) "
+        "SELECT id, type, score FROM (SELECT h.id, m.type, h.score, row_number() OVER "
+        "(PARTITION BY m.type ORDER BY h.score DESC, h.id DESC) AS position "
+        f"FROM hits h JOIN memories m ON m.id = h.id WHERE {filters}) WHERE position <= ?"
     )
-    params: list[object] = [match]
-    if start is not None:
+    found: dict[MemoryType, list[tuple[int, float]]] = {}
+    for memory_id, kind, score in conn.execute(sql, [match, *params, query.config.depth]):
+        found.setdefault(MemoryType(kind), []).append((memory_id, float(score)))
+    for hits in found.values():
+        hits.sort(key=lambda hit: (-hit[1], -hit[0]))
+    return found
+
+
+def _hard_filters(query: Query) -> tuple[str, list[object]]:
+    """The filters applied before any ranking: active, in the time window, not excluded."""
+    sql = "m.status = 'active'"
+    params: list[object] = []
+    if query.start is not None:
         sql += " AND m.event_end >= ?"
-        params.append(to_storage(start))
-    if end is not None:
+        params.append(to_storage(query.start))
+    if query.end is not None:
         sql += " AND m.event_start <= ?"
-        params.append(to_storage(end))
-    if exclude:
+        params.append(to_storage(query.end))
+    if query.exclude:
         sql += " AND m.id NOT IN (SELECT value FROM json_each(?))"
-        params.append("[" + ",".join(str(i) for i in sorted(exclude)) + "]")
-    # Column weights: the tags column must not contribute to the score.
-    sql += " ORDER BY bm25(memory_fts, 0.0, 1.0), m.id DESC LIMIT ?"
-    params.append(config.depth)
-    return [(row[0], float(row[1])) for row in conn.execute(sql, params)]
+        params.append("[" + ",".join(str(i) for i in sorted(query.exclude)) + "]")
+    return sql, params
 
 
 def _dense(
-    conn: sqlite3.Connection,
-    vectors: VectorIndex,
-    user_id: str,
-    memory_type: MemoryType,
-    query: Vectors,
-    start: datetime | None,
-    end: datetime | None,
-    exclude: frozenset[int],
-    config: RetrievalConfig,
-) -> list[tuple[int, float]]:
-    cached, cosines = vectors.scores(conn, user_id, query)
-    keep = vectors.mask(cached, memory_type, start, end, exclude)
-    candidates = np.flatnonzero(keep)
-    if len(candidates) == 0:
-        return []
-    depth = min(config.depth, len(candidates))
-    picked = candidates[np.argpartition(-cosines[candidates], depth - 1)[:depth]]
-    # Best cosine first; among equal cosines the newer memory first.
-    order = picked[np.lexsort((-cached.ids[picked], -cosines[picked]))]
-    return [(int(cached.ids[i]), float(cosines[i])) for i in order]
+    conn: sqlite3.Connection, vectors: VectorIndex, query: Query, types: list[MemoryType]
+) -> dict[MemoryType, list[tuple[int, float]]]:
+    assert query.vector is not None
+    cached, cosines = vectors.scores(conn, query.user_id, query.vector)
+    window = vectors.window_mask(cached, query.start, query.end, query.exclude)
+    found: dict[MemoryType, list[tuple[int, float]]] = {}
+    for memory_type in types:
+        candidates = np.flatnonzero(window & vectors.type_mask(cached, memory_type))
+        if len(candidates) == 0:
+            found[memory_type] = []
+            continue
+        depth = min(query.config.depth, len(candidates))
+        picked = candidates[np.argpartition(-cosines[candidates], depth - 1)[:depth]]
+        # Best cosine first; among equal cosines the newer memory first.
+        order = picked[np.lexsort((-cached.ids[picked], -cosines[picked]))]
+        found[memory_type] = [(int(cached.ids[i]), float(cosines[i])) for i in order]
+    return found
 
 
 # A short English stop list: these words match most memories, so they add scoring work on

@@ -367,23 +367,20 @@ class MemoryStore:
             query_vector = self._embed([text])[0]
         with self._db.read() as conn:
             _require_user(conn, user_id)
-            ranked = [
-                hit
-                for memory_type, top_k in plan
-                for hit in search.rank_type(
-                    conn,
-                    self._vectors,
+            ranked = search.retrieve(
+                conn,
+                self._vectors,
+                search.Query(
                     user_id=user_id,
-                    memory_type=memory_type,
-                    query_text=text,
-                    query_vector=query_vector,
-                    k=top_k,
+                    text=text,
+                    vector=query_vector,
+                    plan=tuple(plan),
                     start=window[0],
                     end=window[1],
                     exclude=exclude,
                     config=config,
-                )
-            ]
+                ),
+            )
             return _hydrate(conn, user_id, ranked)
 
     # ----------------------------------------------------------------- turn log

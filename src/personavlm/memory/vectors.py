@@ -27,6 +27,7 @@ __all__ = ["TYPE_CODES", "VectorIndex"]
 
 TYPE_CODES: dict[MemoryType, int] = {t: i for i, t in enumerate(MemoryType)}
 _ACTIVE = MemoryStatus.ACTIVE.value
+_MAX_CHUNKS = 16
 
 
 @dataclass
@@ -38,7 +39,17 @@ class _UserVectors:
     active: npt.NDArray[np.bool_]
     starts: npt.NDArray[np.int64]
     ends: npt.NDArray[np.int64]
-    matrix: Vectors
+    # Row blocks in id order. New memories arrive as a new block instead of a copy of the
+    # whole matrix (150 MB at 100k rows, once per chat turn); blocks merge when there are
+    # many, so the copying is amortised.
+    chunks: list[Vectors]
+
+    def cosines(self, query: Vectors) -> npt.NDArray[np.float32]:
+        if len(self.chunks) > _MAX_CHUNKS:
+            self.chunks = [np.concatenate(self.chunks)]
+        if not self.chunks:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate([chunk @ query for chunk in self.chunks])
 
     @classmethod
     def empty(cls, generation: str, dim: int) -> _UserVectors:
@@ -50,7 +61,7 @@ class _UserVectors:
             active=np.zeros(0, dtype=np.bool_),
             starts=np.zeros(0, dtype=np.int64),
             ends=np.zeros(0, dtype=np.int64),
-            matrix=np.zeros((0, dim), dtype=np.float32),
+            chunks=[],
         )
 
 
@@ -70,24 +81,29 @@ class VectorIndex:
         """Cosine of the query with every memory of the user (rows L2-normalised)."""
         with self._lock:
             cached = self._fresh(conn, user_id)
-        return cached, cached.matrix @ query
+            return cached, cached.cosines(query)
 
     @staticmethod
-    def mask(
+    def window_mask(
         cached: _UserVectors,
-        memory_type: MemoryType,
         start: datetime | None,
         end: datetime | None,
         exclude: frozenset[int],
     ) -> npt.NDArray[np.bool_]:
-        keep = cached.active & (cached.types == TYPE_CODES[memory_type])
+        """Active memories whose event time overlaps [start, end], minus the excluded."""
+        keep = cached.active.copy()
         if start is not None:
             keep &= cached.ends >= _epoch(start)
         if end is not None:
             keep &= cached.starts <= _epoch(end)
         if exclude:
             keep &= ~np.isin(cached.ids, np.fromiter(exclude, dtype=np.int64))
-        return keep  # type: ignore[no-any-return]  # numpy's & loses the bool dtype
+        return keep
+
+    @staticmethod
+    def type_mask(cached: _UserVectors, memory_type: MemoryType) -> npt.NDArray[np.bool_]:
+        mask: npt.NDArray[np.bool_] = cached.types == TYPE_CODES[memory_type]
+        return mask
 
     def _fresh(self, conn: sqlite3.Connection, user_id: str) -> _UserVectors:
         generation = _generation(conn)
@@ -149,7 +165,7 @@ def _append_rows(
     )
     if not rows:
         return cached
-    matrix = np.frombuffer(b"".join(r[5] for r in rows), dtype=np.float32).reshape(-1, dim)
+    block = np.frombuffer(b"".join(r[5] for r in rows), dtype=np.float32).reshape(-1, dim)
     return _UserVectors(
         generation=cached.generation,
         last_event=cached.last_event,
@@ -160,7 +176,7 @@ def _append_rows(
         active=np.concatenate([cached.active, np.array([r[2] == _ACTIVE for r in rows])]),
         starts=np.concatenate([cached.starts, _epochs([r[3] for r in rows])]),
         ends=np.concatenate([cached.ends, _epochs([r[4] for r in rows])]),
-        matrix=np.concatenate([cached.matrix, matrix]),
+        chunks=[*cached.chunks, block],
     )
 
 
