@@ -11,6 +11,8 @@ everything.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import ThreadpoolController
 
 from personavlm.embed.base import Vectors
 from personavlm.memory.records import MemoryStatus, MemoryType
@@ -49,7 +52,8 @@ class _UserVectors:
             self.chunks = [np.concatenate(self.chunks)]
         if not self.chunks:
             return np.zeros(0, dtype=np.float32)
-        return np.concatenate([chunk @ query for chunk in self.chunks])
+        with _single_blas_thread():
+            return np.concatenate([chunk @ query for chunk in self.chunks])
 
     @classmethod
     def empty(cls, generation: str, dim: int) -> _UserVectors:
@@ -178,6 +182,18 @@ def _append_rows(
         ends=np.concatenate([cached.ends, _epochs([r[4] for r in rows])]),
         chunks=[*cached.chunks, block],
     )
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def _single_blas_thread() -> contextlib.AbstractContextManager[object]:
+    """Run the product on the calling thread. A matrix-vector product is memory-bound, so
+    BLAS worker threads gain little; worse, left spinning they fight torch's OpenMP pool, and
+    the next query embedding took 2x longer at p50 and 8x at p95 (docs/benchmarks.md)."""
+    return _blas_controller().limit(limits=1, user_api="blas")  # type: ignore[no-any-return]
 
 
 def _chunked_select(
