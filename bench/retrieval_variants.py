@@ -60,9 +60,10 @@ def main() -> None:
     reports = {}
     for path in args.data:
         dataset = load_dataset(path)
-        with tempfile.TemporaryDirectory() as scratch, MemoryStore.open(
-            Path(scratch) / "bench.db", embedder=encoder
-        ) as store:
+        with (
+            tempfile.TemporaryDirectory() as scratch,
+            MemoryStore.open(Path(scratch) / "bench.db", embedder=encoder) as store,
+        ):
             report = run_benchmark(dataset, store, ks=KS, variants=VARIANTS)
         reports[dataset.name] = report
         print(markdown(report))
@@ -85,8 +86,8 @@ def markdown(report: dict) -> str:
             f"{o['recall@20']:.3f} | {o['hit@5']:.3f} | {o['hit@10']:.3f} |"
         )
     categories = report["variants"]["shipped"]["by_category"]
-    cat_head = "\n\n| category (R@10) | " + " | ".join(categories) + " |\n|---|" + "---|" * len(
-        categories
+    cat_head = (
+        "\n\n| category (R@10) | " + " | ".join(categories) + " |\n|---|" + "---|" * len(categories)
     )
     cat_rows = [
         f"| {name} | "
