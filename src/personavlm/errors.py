@@ -13,8 +13,15 @@ PersonaVLMError                  base of everything below
 │   ├── EmbedderMismatchError    the store was indexed with another text encoder
 │   ├── SchemaVersionError       the database was written by a newer personavlm
 │   └── MissingDependencyError   an optional extra is not installed
-└── StoreError                   the database itself failed (I/O, lock held too long,
-                                 corruption): nothing the caller sent is to blame
+├── StoreError                   the database itself failed (I/O, lock held too long,
+│                                corruption): nothing the caller sent is to blame
+└── ModelError                   the model or its server failed or misbehaved: retry later,
+    │                            or fix the server/model set-up
+    ├── ModelConnectionError     the server could not be reached or did not answer in time
+    │                            (after the client's retries)
+    └── ModelResponseError       the server answered with an error (unknown model, bad API
+                                 key, still overloaded after retries) or with a reply that
+                                 is not a chat completion
 ```
 
 Messages say what to do next. Nothing in personavlm turns one of these into an empty
@@ -29,6 +36,9 @@ __all__ = [
     "EmbedderMismatchError",
     "InputError",
     "MissingDependencyError",
+    "ModelConnectionError",
+    "ModelError",
+    "ModelResponseError",
     "NotFoundError",
     "PersonaVLMError",
     "SchemaVersionError",
@@ -75,3 +85,15 @@ class MissingDependencyError(ConfigError):
 
 class StoreError(PersonaVLMError):
     """The database failed for a reason that is not the caller's input."""
+
+
+class ModelError(PersonaVLMError):
+    """The chat model or its server failed or misbehaved: retry later, or fix its set-up."""
+
+
+class ModelConnectionError(ModelError, ConnectionError):
+    """The model server was unreachable or timed out on every attempt."""
+
+
+class ModelResponseError(ModelError):
+    """The model server answered with an error, or with something that is not a reply."""

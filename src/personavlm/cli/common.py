@@ -1,5 +1,5 @@
 """What every command shares: the --db/--embedder options, opening the store, output, and
-mapping library errors to exit codes (2 input, 3 configuration, 4 storage)."""
+mapping library errors to exit codes (2 input, 3 configuration, 4 storage, 5 model)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from personavlm import embed
-from personavlm.errors import ConfigError, InputError, PersonaVLMError, StoreError
+from personavlm.errors import ConfigError, InputError, ModelError, PersonaVLMError, StoreError
 from personavlm.memory.store import MemoryStore
 from personavlm.settings import Settings, load_settings
 
@@ -46,6 +46,7 @@ EXIT_CODES: tuple[tuple[type[PersonaVLMError], int], ...] = (
     (InputError, 2),
     (ConfigError, 3),
     (StoreError, 4),
+    (ModelError, 5),
 )
 
 
