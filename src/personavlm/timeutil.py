@@ -19,6 +19,7 @@ __all__ = [
     "local_now",
     "parse_time",
     "to_storage",
+    "to_storage_or_none",
     "utc_now",
 ]
 
@@ -51,6 +52,11 @@ def parse_time(value: str | datetime, *, field: str = "time") -> datetime:
 
 def to_storage(value: datetime) -> str:
     return value.strftime(STORAGE_FORMAT)
+
+
+def to_storage_or_none(value: datetime | None) -> str | None:
+    """to_storage for optional times (valid_to, snapshots): None stays None."""
+    return None if value is None else to_storage(value)
 
 
 def from_storage(value: str) -> datetime:

@@ -16,7 +16,7 @@ from typing import Any
 from personavlm.errors import ConflictError, NotFoundError
 from personavlm.memory.records import EventOp, Memory, MemoryEvent, MemoryStatus
 from personavlm.memory.rows import MEMORY_COLUMNS, memory_from_row, snapshot
-from personavlm.timeutil import from_storage, to_storage, utc_now
+from personavlm.timeutil import from_storage, to_storage, to_storage_or_none, utc_now
 
 __all__ = ["history", "load_memory", "record_event", "timeline", "undo"]
 
@@ -168,7 +168,7 @@ def _check_unchanged_since(
     conn: sqlite3.Connection, event: MemoryEvent, memory: Memory, after: Snapshot | None
 ) -> None:
     expected = (after or {}).get("status"), (after or {}).get("valid_to")
-    if (memory.status.value, _iso(memory.valid_to)) == expected:
+    if (memory.status.value, to_storage_or_none(memory.valid_to)) == expected:
         return
     later = conn.execute(
         "SELECT e.id, e.op FROM memory_event_changes c JOIN memory_events e ON e.id = c.event_id "
@@ -184,12 +184,8 @@ def _check_unchanged_since(
 
 def _state_before(before: Snapshot | None, memory: Memory) -> tuple[MemoryStatus, str | None]:
     if before is None:  # the event created it: undoing the creation deletes it
-        return MemoryStatus.DELETED, _iso(memory.valid_to)
+        return MemoryStatus.DELETED, to_storage_or_none(memory.valid_to)
     return MemoryStatus(before["status"]), before.get("valid_to")
-
-
-def _iso(value: object) -> str | None:
-    return None if value is None else to_storage(value)  # type: ignore[arg-type]
 
 
 def _dump(value: Snapshot | None) -> str | None:

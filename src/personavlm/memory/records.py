@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from personavlm.timeutil import to_storage_or_none
+
 __all__ = [
     "DEFAULT_K",
     "KEYED_TYPES",
@@ -102,14 +104,14 @@ class Memory:
             "keywords": list(self.keywords),
             "image_ids": list(self.image_ids),
             "source_turn_ids": list(self.source_turn_ids),
-            "event_start": _iso(self.event_start),
-            "event_end": _iso(self.event_end),
-            "valid_from": _iso(self.valid_from),
-            "valid_to": _iso(self.valid_to),
+            "event_start": to_storage_or_none(self.event_start),
+            "event_end": to_storage_or_none(self.event_end),
+            "valid_from": to_storage_or_none(self.valid_from),
+            "valid_to": to_storage_or_none(self.valid_to),
             "status": self.status.value,
             "version": self.version,
             "supersedes": self.supersedes,
-            "created_at": _iso(self.created_at),
+            "created_at": to_storage_or_none(self.created_at),
         }
 
 
@@ -132,7 +134,7 @@ class Turn:
             "user_id": self.user_id,
             "ext_id": self.ext_id,
             "session_id": self.session_id,
-            "time": _iso(self.time),
+            "time": to_storage_or_none(self.time),
             "role": self.role,
             "speaker": self.speaker,
             "text": self.text,
@@ -161,7 +163,7 @@ class MemoryEvent:
             "user_id": self.user_id,
             "op": self.op.value,
             "actor": self.actor,
-            "time": _iso(self.time),
+            "time": to_storage_or_none(self.time),
             "turn_id": self.turn_id,
             "undoes": self.undoes,
             "changes": [
@@ -207,7 +209,3 @@ class IngestReport:
             "skipped": self.skipped,
             "sessions": self.sessions,
         }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S")

@@ -64,7 +64,7 @@ from personavlm.memory.validate import (
 )
 from personavlm.memory.vectors import VectorIndex
 from personavlm.personality import PersonalityState, Reading, SkipRule
-from personavlm.timeutil import local_now, parse_time, to_storage, utc_now
+from personavlm.timeutil import local_now, parse_time, to_storage, to_storage_or_none, utc_now
 
 __all__ = ["MemoryStore"]
 
@@ -695,7 +695,7 @@ def _retire(
             f"{to_storage(memory.valid_from)}; a memory cannot end before it began"
         )
     # Deleting keeps the validity interval as it was; the other transitions end it now.
-    stamp = _iso(memory.valid_to) if valid_to is None else to_storage(valid_to)
+    stamp = to_storage_or_none(memory.valid_to) if valid_to is None else to_storage(valid_to)
     return audit.set_state(conn, memory, status, stamp)
 
 
@@ -845,7 +845,3 @@ def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         (key, value),
     )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else to_storage(value)
