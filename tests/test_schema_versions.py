@@ -152,6 +152,8 @@ def build_sample_store(path: Path) -> None:
         )
         store.record_personality("ann", Reading(5, 2, 2, 4, 2), time="2024-03-09 18:02")
         store.record_personality("bo", Reading(2, 4, 3, 3, 3), time="2024-02-01 12:00")
+        if SCHEMA_VERSION >= 2:  # the update queue: ann's last session waits to be closed
+            store.close_session("ann")
 
 
 def dump_sql(db_path: Path) -> str:
@@ -465,6 +467,22 @@ def test_restored_dump_personality(restored: Path) -> None:
         bo = store.personality("bo")
         assert bo.step == 1
         assert bo.traits.as_tuple() == pytest.approx((2.5, 3.5, 3.0, 3.0, 3.0), abs=1e-9)
+
+
+def test_restored_dump_update_queue(restored: Path) -> None:
+    """Version 2 added the update queue: a v1 database migrates to an empty queue; a v2
+    dump keeps its pending session-close job, which a worker can still claim."""
+    dumped_version = int(restored.stem[1:])
+    with MemoryStore.open(restored, embedder=HashingEmbedder()) as store:
+        status = store.queue_status()
+        if dumped_version < 2:
+            assert (status.pending, status.failed, status.done) == (0, 0, 0)
+            return
+        assert (status.pending, status.failed) == (1, 0)
+        job = store.claim_job("test-worker")
+        assert job is not None and job.kind.value == "session"
+        assert job.session_id == store.turns("ann")[-1].session_id
+        assert job.payload == {"session_id": job.session_id}
 
 
 def test_newer_schema_version_is_refused(tmp_path: Path) -> None:

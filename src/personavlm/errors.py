@@ -20,8 +20,10 @@ PersonaVLMError                  base of everything below
     ├── ModelConnectionError     the server could not be reached or did not answer in time
     │                            (after the client's retries)
     └── ModelResponseError       the server answered with an error (unknown model, bad API
-                                 key, still overloaded after retries) or with a reply that
-                                 is not a chat completion
+        │                        key, still overloaded after retries) or with a reply that
+        │                        is not a chat completion
+        └── ProtocolError        the reply is a completion but breaks the agent's output
+                                 protocol (tags or json) even after one retry with the error
 ```
 
 Messages say what to do next. Nothing in personavlm turns one of these into an empty
@@ -41,6 +43,7 @@ __all__ = [
     "ModelResponseError",
     "NotFoundError",
     "PersonaVLMError",
+    "ProtocolError",
     "SchemaVersionError",
     "StoreError",
     "ValidationError",
@@ -97,3 +100,12 @@ class ModelConnectionError(ModelError, ConnectionError):
 
 class ModelResponseError(ModelError):
     """The model server answered with an error, or with something that is not a reply."""
+
+
+class ProtocolError(ModelResponseError):
+    """The model's reply breaks the agent's output protocol (tags or json); `reply` is the
+    text that broke it, when known."""
+
+    def __init__(self, message: str, *, reply: str = "") -> None:
+        super().__init__(message)
+        self.reply = reply

@@ -7,6 +7,8 @@ missing file.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
 import tempfile
@@ -15,7 +17,11 @@ from pathlib import Path
 from personavlm.errors import StoreError, ValidationError
 from personavlm.memory.records import ImageRef
 
-__all__ = ["MAX_IMAGE_BYTES", "BlobStore", "sniff_mime"]
+__all__ = ["MAX_IMAGE_BYTES", "BlobStore", "ImageSource", "image_bytes", "sniff_mime"]
+
+# An image as callers hand it over: a file path, the encoded bytes, or a data URL
+# (`data:image/png;base64,...`, what OpenAI-style clients send).
+ImageSource = Path | str | bytes
 
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 
@@ -45,20 +51,14 @@ class BlobStore:
     def path_for(self, digest: str) -> Path:
         return self.root / digest[:2] / digest
 
-    def read_image(self, source: Path) -> tuple[str, str, bytes]:
-        """Validate an image file; returns (sha256, mime, bytes). Writes nothing."""
-        if not source.is_file():
-            raise ValidationError(f"image file not found: {source}")
-        size = source.stat().st_size
-        if size > MAX_IMAGE_BYTES:
-            raise ValidationError(
-                f"image {source} is {size} bytes; the limit is {MAX_IMAGE_BYTES} bytes"
-            )
-        data = source.read_bytes()
+    def read_image(self, source: ImageSource) -> tuple[str, str, bytes]:
+        """Validate an image (path, bytes or data URL); returns (sha256, mime, bytes).
+        Writes nothing."""
+        data, label = image_bytes(source)
         mime = sniff_mime(data)
         if mime is None:
             raise ValidationError(
-                f"{source} is not a PNG, JPEG, GIF, WebP or BMP image (checked its first bytes)"
+                f"{label} is not a PNG, JPEG, GIF, WebP or BMP image (checked its first bytes)"
             )
         return hashlib.sha256(data).hexdigest(), mime, data
 
@@ -76,3 +76,42 @@ class BlobStore:
             except OSError as exc:
                 raise StoreError(f"could not write image blob {target}: {exc}") from exc
         return ImageRef(id=digest, mime=mime, size=len(data), path=str(target))
+
+
+def image_bytes(source: ImageSource) -> tuple[bytes, str]:
+    """The encoded bytes of an image source and a label for error messages; checks size."""
+    if isinstance(source, bytes):
+        data, label = source, f"image bytes ({len(source)} bytes)"
+    elif isinstance(source, str) and source.startswith("data:"):
+        data, label = _data_url_bytes(source), "image data URL"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ValidationError(f"image file not found: {path}")
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            raise ValidationError(f"image {path} is {size} bytes; the limit is {MAX_IMAGE_BYTES}")
+        data, label = path.read_bytes(), str(path)
+    if not data:
+        raise ValidationError(f"{label} is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ValidationError(f"{label} is {len(data)} bytes; the limit is {MAX_IMAGE_BYTES}")
+    return data, label
+
+
+def _data_url_bytes(url: str) -> bytes:
+    header, comma, payload = url.partition(",")
+    if not comma or not header.endswith(";base64"):
+        raise ValidationError(
+            f"image data URL must read data:image/<type>;base64,<data> (got {header[:40]!r}...)"
+        )
+    declared = header[len("data:") : -len(";base64")]
+    if not declared.startswith("image/"):
+        raise ValidationError(f"data URL type {declared!r} is not an image type")
+    # base64 grows data by 4/3: refuse before decoding what would be over the limit.
+    if len(payload) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+        raise ValidationError(f"image data URL is over the {MAX_IMAGE_BYTES}-byte limit")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValidationError(f"image data URL holds invalid base64: {exc}") from exc

@@ -18,7 +18,7 @@ from personavlm.errors import ConflictError, NotFoundError, ValidationError
 from personavlm.personality import PersonalityState, Reading, SkipRule, Traits, update
 from personavlm.timeutil import from_storage, to_storage, utc_now
 
-__all__ = ["ReadingRecord", "current", "readings", "record"]
+__all__ = ["ReadingRecord", "current", "readings", "record", "record_once"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +85,26 @@ def record(
         (user_id, traits, after.step, rule.value, to_storage(utc_now())),
     )
     return after
+
+
+def record_once(
+    conn: sqlite3.Connection,
+    user_id: str,
+    reading: Reading,
+    turn_id: int | None,
+    time: datetime,
+    skip_rule: SkipRule | str | None,
+) -> PersonalityState:
+    """`record`, unless a reading for `turn_id` is stored already (an update job that ran
+    twice after a crash must not absorb the same turn twice)."""
+    if turn_id is not None:
+        found = conn.execute(
+            "SELECT 1 FROM personality_readings WHERE user_id = ? AND turn_id = ?",
+            (user_id, turn_id),
+        ).fetchone()
+        if found is not None:
+            return current(conn, user_id)
+    return record(conn, user_id, reading, turn_id, time, skip_rule)
 
 
 def readings(conn: sqlite3.Connection, user_id: str) -> list[ReadingRecord]:

@@ -146,6 +146,30 @@ CREATE TABLE personality_readings (
 CREATE INDEX personality_readings_user ON personality_readings(user_id, id);
 """
 
+# Version 2: the agent's durable update queue. An update job is written in the same
+# transaction as the turns it is about, so a crash between answering and updating loses
+# nothing; a job leaves the queue only in the transaction that applies its result.
+_V2 = """
+CREATE TABLE update_jobs (
+    id            INTEGER PRIMARY KEY,
+    user_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    kind          TEXT NOT NULL CHECK (kind IN ('turn', 'session')),
+    session_id    INTEGER REFERENCES sessions(id) ON DELETE CASCADE,
+    payload       TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('pending', 'done')),
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT,
+    retry_after   TEXT,
+    claimed_by    TEXT,
+    claimed_until TEXT,
+    created_at    TEXT NOT NULL,
+    finished_at   TEXT
+);
+CREATE INDEX update_jobs_queue ON update_jobs(status, user_id, id);
+-- a session is closed (summarised) once
+CREATE UNIQUE INDEX update_jobs_session ON update_jobs(session_id) WHERE kind = 'session';
+"""
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -173,7 +197,7 @@ def _split_statements(sql: str) -> list[str]:
 
 
 # MIGRATIONS[i] takes a database from version i to version i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_script(_V1),)
+MIGRATIONS: tuple[Migration, ...] = (_script(_V1), _script(_V2))
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -15,10 +15,10 @@ write is one transaction: it happens whole or not at all.
 from __future__ import annotations
 
 import builtins
-import json
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -30,11 +30,10 @@ from personavlm.errors import (
     NotFoundError,
     ValidationError,
 )
-from personavlm.media.blobs import BlobStore
-from personavlm.memory import audit, personality_log, search, turnlog
+from personavlm.media.blobs import BlobStore, ImageSource
+from personavlm.memory import audit, jobs, personality_log, search, turnlog, writes
 from personavlm.memory.records import (
     DEFAULT_K,
-    KEYED_TYPES,
     EventOp,
     Hit,
     ImageRef,
@@ -55,7 +54,6 @@ from personavlm.memory.rows import (
 from personavlm.memory.sqlite import Database
 from personavlm.memory.turnlog import TurnInput
 from personavlm.memory.validate import (
-    check_key,
     check_keywords,
     check_memory_type,
     check_status,
@@ -63,10 +61,11 @@ from personavlm.memory.validate import (
     check_user_id,
 )
 from personavlm.memory.vectors import VectorIndex
+from personavlm.memory.writes import AddOp, DeleteOp, InvalidateOp, MemoryOp, UpdateOp
 from personavlm.personality import PersonalityState, Reading, SkipRule
-from personavlm.timeutil import local_now, parse_time, to_storage, to_storage_or_none, utc_now
+from personavlm.timeutil import local_now, parse_time, to_storage, utc_now
 
-__all__ = ["MemoryStore"]
+__all__ = ["Exchange", "MemoryStore"]
 
 # The store has a verb named `list`; inside the class body that name shadows the builtin, so
 # the return types are spelled through these aliases.
@@ -74,6 +73,18 @@ Memories = list[Memory]
 Events = list[MemoryEvent]
 Hits = list[Hit]
 Turns = list[Turn]
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What record_exchange stored: the two turns, the session their arrival closed (if
+    any), and the update job queued for them."""
+
+    user_turn: Turn
+    assistant_turn: Turn
+    closed_session: int | None
+    job_id: int
+
 
 # Turns per ingest transaction: large enough that per-transaction costs vanish, small enough
 # that a crash loses at most this many turns of work (the next ingest redoes them).
@@ -156,47 +167,8 @@ class MemoryStore:
     ) -> Memory:
         """Add a memory. For core and procedural memory an active record already holding
         `key` is superseded by the new one (one active record per key)."""
-        check_user_id(user_id)
-        kind = check_memory_type(memory_type)
-        key = check_key(kind, key)
-        check_text(content, field="content")
-        words = check_keywords(keywords)
-        explicit = None if time is None else parse_time(time)
-        vector = self._embed([index_text(kind, key, content, words)])
-        with self._db.write() as conn:
-            _ensure_user(conn, user_id)
-            holder = _active_holder(conn, user_id, kind, key)
-            valid_from = _effective_time(explicit, holder)
-            span = _event_span(conn, user_id, source_turn_ids, valid_from)
-            _check_images(conn, image_ids)
-            changes: dict[int, audit.Change] = {}
-            if holder is not None:
-                retired = _retire(conn, holder, MemoryStatus.SUPERSEDED, valid_from)
-                changes[holder.id] = (snapshot(holder), snapshot(retired))
-            memory = _insert_memory(
-                conn,
-                user_id,
-                kind,
-                key,
-                content,
-                words,
-                image_ids,
-                source_turn_ids,
-                span,
-                valid_from,
-                vector[0],
-                supersedes=holder,
-            )
-            changes[memory.id] = (None, snapshot(memory))
-            audit.record_event(
-                conn,
-                user_id=user_id,
-                op=EventOp.ADD,
-                actor=actor,
-                changes=changes,
-                turn_id=source_turn_ids[-1] if source_turn_ids else None,
-            )
-        return memory
+        op = AddOp(memory_type, content, key, keywords, source_turn_ids, image_ids, time)
+        return self.apply(user_id, [op], actor=actor)[0]
 
     def get(self, user_id: str, memory_id: int) -> Memory:
         with self._db.read() as conn:
@@ -254,50 +226,8 @@ class MemoryStore:
         actor: str = "api",
     ) -> Memory:
         """Write a new version that supersedes the active memory `memory_id`; returns it."""
-        if content is None and keywords is None:
-            raise ValidationError("update needs new content or new keywords")
-        if content is not None:
-            check_text(content, field="content")
-        words = None if keywords is None else check_keywords(keywords)
-        explicit = None if time is None else parse_time(time)
-        with self._db.read() as conn:
-            old = audit.load_memory(conn, user_id, memory_id)
-        new_content = old.content if content is None else content
-        new_words = old.keywords if words is None else words
-        vector = self._embed([index_text(old.type, old.key, new_content, new_words)])
-        with self._db.write() as conn:
-            old = audit.load_memory(conn, user_id, memory_id)
-            _require_active(old, "update")
-            valid_from = _effective_time(explicit, old)
-            sources = old.source_turn_ids if source_turn_ids is None else tuple(source_turn_ids)
-            span = _updated_span(conn, user_id, old, source_turn_ids, valid_from)
-            retired = _retire(conn, old, MemoryStatus.SUPERSEDED, valid_from)
-            memory = _insert_memory(
-                conn,
-                user_id,
-                old.type,
-                old.key,
-                new_content,
-                new_words,
-                old.image_ids,
-                sources,
-                span,
-                valid_from,
-                vector[0],
-                supersedes=old,
-            )
-            audit.record_event(
-                conn,
-                user_id=user_id,
-                op=EventOp.UPDATE,
-                actor=actor,
-                changes={
-                    old.id: (snapshot(old), snapshot(retired)),
-                    memory.id: (None, snapshot(memory)),
-                },
-                turn_id=sources[-1] if source_turn_ids else None,
-            )
-        return memory
+        op = UpdateOp(memory_id, content, keywords, source_turn_ids, time)
+        return self.apply(user_id, [op], actor=actor)[0]
 
     def invalidate(
         self,
@@ -308,16 +238,44 @@ class MemoryStore:
         actor: str = "api",
     ) -> Memory:
         """Mark an active memory as no longer true from `time` on; it stays in history."""
-        explicit = None if time is None else parse_time(time)
-        return self._change_status(
-            user_id, memory_id, MemoryStatus.INVALIDATED, explicit, EventOp.INVALIDATE, actor
-        )
+        return self.apply(user_id, [InvalidateOp(memory_id, time)], actor=actor)[0]
 
     def delete(self, user_id: str, memory_id: int, *, actor: str = "api") -> Memory:
         """Remove a memory from retrieval and listings; history() and undo() still see it."""
-        return self._change_status(
-            user_id, memory_id, MemoryStatus.DELETED, None, EventOp.DELETE, actor
-        )
+        return self.apply(user_id, [DeleteOp(memory_id)], actor=actor)[0]
+
+    def apply(
+        self,
+        user_id: str,
+        ops: Sequence[MemoryOp],
+        *,
+        actor: str = "api",
+        reading: Reading | None = None,
+        reading_turn_id: int | None = None,
+        reading_time: str | datetime | None = None,
+        finish_job: int | None = None,
+    ) -> Memories:
+        """Apply `ops` in one transaction, one audit event each, in order; returns the memory
+        each produced. All are validated (and their text embedded) before the transaction:
+        one bad operation fails the whole call and nothing is written.
+
+        The agent's update phase also passes the turn's personality `reading` (absorbed with
+        PEM, idempotent per `reading_turn_id`) and the update job it completes, so a crash
+        leaves either all of an update or none of it.
+        """
+        check_user_id(user_id)
+        prepared = [self._prepare(user_id, op) for op in ops]
+        when = None if reading_time is None else parse_time(reading_time, field="reading time")
+        with self._db.write() as conn:
+            _ensure_user(conn, user_id)
+            results = [writes.run(conn, user_id, p, actor) for p in prepared]
+            if reading is not None:
+                personality_log.record_once(
+                    conn, user_id, reading, reading_turn_id, when or local_now(), None
+                )
+            if finish_job is not None:
+                jobs.finish(conn, finish_job)
+        return results
 
     def history(self, user_id: str, memory_id: int) -> Events:
         with self._db.read() as conn:
@@ -438,11 +396,22 @@ class MemoryStore:
         actor: str,
     ) -> bool:
         """Append one turn and its episodic entry; False if the turn was already stored."""
-        _check_images(conn, turn_input.image_ids)
+        return self._append_turn(conn, user_id, turn_input, text, vector, actor) is not None
+
+    def _append_turn(
+        self,
+        conn: sqlite3.Connection,
+        user_id: str,
+        turn_input: TurnInput,
+        text: str,
+        vector: Vectors,
+        actor: str,
+    ) -> Turn | None:
+        writes.check_images(conn, turn_input.image_ids)
         turn = turnlog.append_turn(conn, user_id, turn_input)
         if turn is None:
-            return False
-        memory = _insert_memory(
+            return None
+        memory = writes.insert_memory(
             conn,
             user_id,
             MemoryType.EPISODIC,
@@ -464,10 +433,11 @@ class MemoryStore:
             changes={memory.id: (None, snapshot(memory))},
             turn_id=turn.id,
         )
-        return True
+        return turn
 
-    def store_image(self, source: Path, *, caption: str | None = None) -> ImageRef:
-        """Copy an image file into the blob store and register it; returns its reference."""
+    def store_image(self, source: ImageSource, *, caption: str | None = None) -> ImageRef:
+        """Store an image (file path, bytes or data URL) content-addressed by sha256 and
+        register it; returns its reference. Storing the same bytes again is a no-op."""
         digest, mime, data = self.blobs.read_image(source)
         ref = self.blobs.put(digest, mime, data)
         with self._db.write() as conn:
@@ -484,10 +454,15 @@ class MemoryStore:
         *,
         start: str | datetime | None = None,
         end: str | datetime | None = None,
+        session_id: int | None = None,
         limit: int = 1000,
     ) -> Turns:
+        """The user's turns in time order, optionally within [start, end] or one session."""
         sql = f"SELECT {TURN_COLUMNS} FROM turns WHERE user_id = ?"
         params: list[object] = [user_id]
+        if session_id is not None:
+            sql += " AND session_id = ?"
+            params.append(session_id)
         if start is not None:
             sql += " AND time >= ?"
             params.append(to_storage(parse_time(start, field="start")))
@@ -499,6 +474,119 @@ class MemoryStore:
         with self._db.read() as conn:
             _require_user(conn, user_id)
             return [turn_from_row(row) for row in conn.execute(sql, params)]
+
+    def turns_by_ids(self, user_id: str, turn_ids: Sequence[int]) -> Turns:
+        """These turns of the user, in the order asked; NotFoundError names any missing."""
+        with self._db.read() as conn:
+            found = turnlog.turns_by_ids(conn, builtins.list(turn_ids))
+        missing = [t for t in turn_ids if t not in found or found[t].user_id != user_id]
+        if missing:
+            raise NotFoundError(f"turns {missing} are not turns of user {user_id!r}")
+        return [found[t] for t in turn_ids]
+
+    def latest_turn(self, user_id: str) -> Turn | None:
+        with self._db.read() as conn:
+            return turnlog.latest_turn(conn, user_id)
+
+    # ----------------------------------------------------------------- update queue
+
+    def record_exchange(
+        self, user_id: str, user_turn: TurnInput, assistant_turn: TurnInput
+    ) -> Exchange | None:
+        """Append a user turn and the assistant's reply, and queue their update job, in one
+        transaction. When the user turn opens a new session, the previous session's close job
+        is queued first. None when both turns are stored already (a replayed exchange)."""
+        check_user_id(user_id)
+        texts = [turn_index_text(user_turn), turn_index_text(assistant_turn)]
+        vectors = self._embed(texts)
+        with self._db.write() as conn:
+            _ensure_user(conn, user_id)
+            previous = turnlog.latest_turn(conn, user_id)
+            stored = [
+                self._append_turn(conn, user_id, turn, text, vector, "agent")
+                for turn, text, vector in zip(
+                    (user_turn, assistant_turn), texts, vectors, strict=True
+                )
+            ]
+            if stored[0] is None and stored[1] is None:
+                return None
+            if stored[0] is None or stored[1] is None:
+                raise ConflictError(
+                    "only one of the exchange's two turns is stored already; "
+                    "give both turns new ids or replay them unchanged"
+                )
+            closed = None
+            if previous is not None and previous.session_id != stored[0].session_id:
+                closed = previous.session_id
+                jobs.enqueue(
+                    conn, user_id, jobs.JobKind.SESSION, {"session_id": closed}, session_id=closed
+                )
+            job_id = jobs.enqueue(
+                conn,
+                user_id,
+                jobs.JobKind.TURN,
+                {"user_turn": stored[0].id, "assistant_turn": stored[1].id},
+            )
+        assert job_id is not None
+        return Exchange(stored[0], stored[1], closed, job_id)
+
+    def close_session(self, user_id: str) -> int | None:
+        """Queue the close of the user's latest session now (instead of waiting for the
+        60-minute gap); the job id, or None when it is queued already or there is none."""
+        with self._db.write() as conn:
+            _require_user(conn, user_id)
+            latest = turnlog.latest_turn(conn, user_id)
+            if latest is None:
+                return None
+            return jobs.enqueue(
+                conn,
+                user_id,
+                jobs.JobKind.SESSION,
+                {"session_id": latest.session_id},
+                session_id=latest.session_id,
+            )
+
+    def claim_job(
+        self,
+        worker: str,
+        *,
+        lease_s: float = 600.0,
+        user_id: str | None = None,
+        ignore_backoff: bool = False,
+    ) -> jobs.UpdateJob | None:
+        """The next runnable update job, leased to `worker` (see memory/jobs.py)."""
+        with self._db.write() as conn:
+            return jobs.claim(
+                conn, worker, lease_s=lease_s, user_id=user_id, ignore_backoff=ignore_backoff
+            )
+
+    def finish_job(self, job_id: int) -> None:
+        """Mark a job done that had nothing to write (apply(finish_job=...) otherwise)."""
+        with self._db.write() as conn:
+            jobs.finish(conn, job_id)
+
+    def fail_job(self, job: jobs.UpdateJob, error: str) -> None:
+        with self._db.write() as conn:
+            jobs.fail(conn, job.id, error, job.attempts)
+
+    def queue_status(self, user_id: str | None = None) -> jobs.QueueStatus:
+        with self._db.read() as conn:
+            return jobs.status(conn, user_id)
+
+    def has_user(self, user_id: str) -> bool:
+        with self._db.read() as conn:
+            return (
+                conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is not None
+            )
+
+    def images(self, image_ids: Sequence[str]) -> builtins.list[ImageRef]:
+        """The stored images with these ids, in the order asked; NotFoundError names any missing."""
+        with self._db.read() as conn:
+            found = _images(conn, builtins.list(dict.fromkeys(image_ids)))
+        missing = [i for i in image_ids if i not in found]
+        if missing:
+            raise NotFoundError(f"images {missing} are not stored")
+        return [found[i] for i in image_ids]
 
     def users(self) -> builtins.list[str]:
         with self._db.read() as conn:
@@ -556,34 +644,32 @@ class MemoryStore:
 
     # ----------------------------------------------------------------- internals
 
-    def _change_status(
-        self,
-        user_id: str,
-        memory_id: int,
-        status: MemoryStatus,
-        explicit_time: datetime | None,
-        op: EventOp,
-        actor: str,
-    ) -> Memory:
-        """Move a memory to `status`; every status but deleted also ends its validity."""
-        with self._db.write() as conn:
-            old = audit.load_memory(conn, user_id, memory_id)
-            if status is MemoryStatus.DELETED:
-                if old.status is MemoryStatus.DELETED:
-                    raise ConflictError(f"memory {memory_id} is already deleted")
-                valid_to = None
-            else:
-                _require_active(old, op.value)
-                valid_to = _effective_time(explicit_time, old)
-            new = _retire(conn, old, status, valid_to)
-            audit.record_event(
-                conn,
-                user_id=user_id,
-                op=op,
-                actor=actor,
-                changes={old.id: (snapshot(old), snapshot(new))},
-            )
-        return new
+    def _prepare(self, user_id: str, op: MemoryOp) -> writes.Prepared:
+        if isinstance(op, AddOp):
+            kind, key, words, when = writes.prepare_add(op)
+            text = writes.index_text(kind, key, op.content, words)
+            return writes.Prepared(op, kind, key, words, when, self._embed([text])[0])
+        if isinstance(op, UpdateOp):
+            return self._prepare_update(user_id, op)
+        if isinstance(op, InvalidateOp):
+            return writes.Prepared(op, time=None if op.time is None else parse_time(op.time))
+        if isinstance(op, DeleteOp):
+            return writes.Prepared(op)
+        raise ValidationError(f"{op!r} is not a memory operation (AddOp, UpdateOp, ...)")
+
+    def _prepare_update(self, user_id: str, op: UpdateOp) -> writes.Prepared:
+        if op.content is None and op.keywords is None:
+            raise ValidationError("update needs new content or new keywords")
+        if op.content is not None:
+            check_text(op.content, field="content")
+        words = None if op.keywords is None else check_keywords(op.keywords)
+        when = None if op.time is None else parse_time(op.time)
+        with self._db.read() as conn:
+            old = audit.load_memory(conn, user_id, op.memory_id)
+        content = old.content if op.content is None else op.content
+        keywords = old.keywords if words is None else words
+        text = writes.index_text(old.type, old.key, content, keywords)
+        return writes.Prepared(op, old.type, old.key, words, when, self._embed([text])[0])
 
     def _embed(self, texts: Sequence[str]) -> Vectors:
         vectors = self.embedder.encode(texts)
@@ -618,16 +704,6 @@ def default_blob_dir(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".blobs")
 
 
-def index_text(
-    memory_type: MemoryType, key: str | None, content: str, keywords: Sequence[str]
-) -> str:
-    """What both retrievers see of a memory: its key, content and keywords."""
-    text = f"{key}: {content}" if key else content
-    if keywords:
-        text += "\nkeywords: " + ", ".join(keywords)
-    return text
-
-
 def turn_index_text(turn: TurnInput) -> str:
     """A turn-level episodic entry: who spoke, what they said, what their picture shows."""
     speaker = turn.speaker or turn.role
@@ -635,134 +711,6 @@ def turn_index_text(turn: TurnInput) -> str:
     if turn.caption:
         text += f"\n[image: {turn.caption}]"
     return text
-
-
-def _insert_memory(
-    conn: sqlite3.Connection,
-    user_id: str,
-    kind: MemoryType,
-    key: str | None,
-    content: str,
-    keywords: Sequence[str],
-    image_ids: Sequence[str],
-    source_turn_ids: Sequence[int],
-    span: tuple[datetime, datetime],
-    valid_from: datetime,
-    vector: Vectors,
-    *,
-    supersedes: Memory | None,
-) -> Memory:
-    created = utc_now()
-    cursor = conn.execute(
-        "INSERT INTO memories(user_id, type, key, content, keywords, image_ids, "
-        "source_turn_ids, event_start, event_end, valid_from, valid_to, status, version, "
-        "supersedes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 'active', ?, ?, ?)",
-        (
-            user_id,
-            kind.value,
-            key,
-            content,
-            json.dumps(list(keywords), ensure_ascii=False),
-            json.dumps(list(image_ids)),
-            json.dumps(list(source_turn_ids)),
-            to_storage(span[0]),
-            to_storage(span[1]),
-            to_storage(valid_from),
-            1 if supersedes is None else supersedes.version + 1,
-            None if supersedes is None else supersedes.id,
-            to_storage(created),
-        ),
-    )
-    memory_id = cursor.lastrowid
-    assert memory_id is not None
-    conn.execute(
-        "INSERT INTO memory_fts(rowid, tags, text) VALUES (?, ?, ?)",
-        (memory_id, search.fts_tags(user_id, kind), index_text(kind, key, content, keywords)),
-    )
-    conn.execute(
-        "INSERT INTO memory_vectors(memory_id, vector) VALUES (?, ?)",
-        (memory_id, vector.astype("float32").tobytes()),
-    )
-    return audit.load_memory(conn, user_id, memory_id)
-
-
-def _retire(
-    conn: sqlite3.Connection, memory: Memory, status: MemoryStatus, valid_to: datetime | None
-) -> Memory:
-    if valid_to is not None and valid_to < memory.valid_from:
-        raise ConflictError(
-            f"time {to_storage(valid_to)} is before memory {memory.id}'s valid_from "
-            f"{to_storage(memory.valid_from)}; a memory cannot end before it began"
-        )
-    # Deleting keeps the validity interval as it was; the other transitions end it now.
-    stamp = to_storage_or_none(memory.valid_to) if valid_to is None else to_storage(valid_to)
-    return audit.set_state(conn, memory, status, stamp)
-
-
-def _effective_time(explicit: datetime | None, retiring: Memory | None) -> datetime:
-    """The time a write takes effect: the caller's, or now. 'Now' is read inside the write
-    transaction and never falls before the valid_from of the record it retires: another
-    writer may have committed a later one while we waited for the lock, and a clock that
-    steps back (daylight saving) must not make a default time invalid."""
-    if explicit is not None:
-        return explicit
-    now = local_now()
-    return now if retiring is None else max(now, retiring.valid_from)
-
-
-def _require_active(memory: Memory, verb: str) -> None:
-    if memory.status is not MemoryStatus.ACTIVE:
-        raise ConflictError(
-            f"cannot {verb} memory {memory.id}: it is {memory.status.value}; "
-            "only active memories change (see timeline() for its current version)"
-        )
-
-
-def _active_holder(
-    conn: sqlite3.Connection, user_id: str, kind: MemoryType, key: str | None
-) -> Memory | None:
-    if kind not in KEYED_TYPES:
-        return None
-    row = conn.execute(
-        f"SELECT {MEMORY_COLUMNS} FROM memories WHERE user_id = ? AND type = ? AND key = ? "
-        "AND status = 'active'",
-        (user_id, kind.value, key),
-    ).fetchone()
-    return None if row is None else memory_from_row(row)
-
-
-def _event_span(
-    conn: sqlite3.Connection, user_id: str, turn_ids: Sequence[int], default: datetime
-) -> tuple[datetime, datetime]:
-    """Memory time is the time of the turns it came from; without turns, its valid_from."""
-    if not turn_ids:
-        return default, default
-    found = turnlog.turns_by_ids(conn, list(turn_ids))
-    missing = [t for t in turn_ids if t not in found or found[t].user_id != user_id]
-    if missing:
-        raise NotFoundError(f"source turn ids {missing} are not turns of user {user_id!r}")
-    times = [found[t].time for t in turn_ids]
-    return min(times), max(times)
-
-
-def _updated_span(
-    conn: sqlite3.Connection,
-    user_id: str,
-    old: Memory,
-    new_turns: Sequence[int] | None,
-    valid_from: datetime,
-) -> tuple[datetime, datetime]:
-    if new_turns:
-        return _event_span(conn, user_id, new_turns, valid_from)
-    if old.type is MemoryType.EPISODIC:  # a corrected summary still covers the same event
-        return old.event_start, old.event_end
-    return valid_from, valid_from
-
-
-def _check_images(conn: sqlite3.Connection, image_ids: Sequence[str]) -> None:
-    for image_id in image_ids:
-        if conn.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
-            raise NotFoundError(f"image {image_id!r} is not stored; store_image() it first")
 
 
 def _search_plan(

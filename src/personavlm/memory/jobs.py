@@ -1,0 +1,217 @@
+"""The durable queue of update-phase jobs (schema version 2, table `update_jobs`).
+
+The agent answers first and updates memory after (PAPER.md section 1). What it still has to do
+is written down here, in the same transaction as the turns it concerns, so neither a crash nor
+a restart nor a failing model loses an update:
+
+- `turn` jobs: analyse one exchange (personality reading + semantic memory operations);
+- `session` jobs: summarise a closed session (episodic topics, core and procedural memory).
+
+Jobs of one user run in order: a user's next job is claimable only when every earlier one is
+done, because a memory operation refers to the memory as the earlier jobs left it. A claim is a
+lease (`claimed_until`); a worker that dies loses it when the lease runs out. A failed job stays
+pending with its error and a `retry_after` time (exponential backoff, capped): it is reported,
+retried, never dropped. A job is finished only inside the transaction that applies its result
+(`MemoryStore.apply(finish_job=...)`), so it takes effect exactly once.
+Queue mechanics use UTC wall-clock time; conversation times stay the user's local times.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from personavlm.errors import NotFoundError, StoreError
+from personavlm.timeutil import from_storage, to_storage, utc_now
+
+__all__ = [
+    "JOB_PAYLOAD_VERSION",
+    "JobKind",
+    "QueueStatus",
+    "UpdateJob",
+    "claim",
+    "enqueue",
+    "fail",
+    "finish",
+    "retry_delay",
+    "status",
+]
+
+JOB_PAYLOAD_VERSION = 1
+# Backoff after the n-th failed attempt: 5 s, 10 s, 20 s, ... capped at 10 minutes, so a model
+# server that is down for an hour is tried a few times an hour, not thousands.
+_FIRST_RETRY_S = 5.0
+_MAX_RETRY_S = 600.0
+_JOB_COLUMNS = "id, user_id, kind, session_id, payload, attempts, last_error, created_at"
+
+
+class JobKind(StrEnum):
+    TURN = "turn"
+    SESSION = "session"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateJob:
+    id: int
+    user_id: str
+    kind: JobKind
+    session_id: int | None
+    payload: dict[str, Any]
+    attempts: int  # including the claim that returned this job
+    last_error: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    pending: int  # not done yet, failed ones included
+    failed: int  # pending jobs whose last attempt failed
+    done: int
+    last_errors: tuple[tuple[int, str, str], ...]  # (job id, user id, error) of failed jobs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pending": self.pending,
+            "failed": self.failed,
+            "done": self.done,
+            "failures": [
+                {"job_id": job_id, "user_id": user_id, "error": error}
+                for job_id, user_id, error in self.last_errors
+            ],
+        }
+
+
+def enqueue(
+    conn: sqlite3.Connection,
+    user_id: str,
+    kind: JobKind,
+    payload: dict[str, Any],
+    *,
+    session_id: int | None = None,
+) -> int | None:
+    """Queue a job inside the caller's transaction; None when this session's close job is
+    queued already (a session is summarised once)."""
+    cursor = conn.execute(
+        "INSERT INTO update_jobs(user_id, kind, session_id, payload, status, created_at) "
+        "VALUES (?, ?, ?, ?, 'pending', ?) ON CONFLICT DO NOTHING",
+        (
+            user_id,
+            kind.value,
+            session_id,
+            json.dumps({"v": JOB_PAYLOAD_VERSION, **payload}),
+            to_storage(utc_now()),
+        ),
+    )
+    return cursor.lastrowid if cursor.rowcount else None
+
+
+def claim(
+    conn: sqlite3.Connection,
+    worker: str,
+    *,
+    lease_s: float,
+    user_id: str | None = None,
+    ignore_backoff: bool = False,
+) -> UpdateJob | None:
+    """Take the next runnable job (oldest first, each user's jobs in order) inside the
+    caller's write transaction; None when nothing is runnable now."""
+    now = to_storage(utc_now())
+    sql = (
+        f"SELECT {_JOB_COLUMNS} FROM update_jobs AS j WHERE j.status = 'pending' "
+        "AND j.id = (SELECT min(id) FROM update_jobs WHERE user_id = j.user_id "
+        "AND status = 'pending') "
+        "AND (j.claimed_until IS NULL OR j.claimed_until < ?)"
+    )
+    params: list[object] = [now]
+    if not ignore_backoff:
+        sql += " AND (j.retry_after IS NULL OR j.retry_after <= ?)"
+        params.append(now)
+    if user_id is not None:
+        sql += " AND j.user_id = ?"
+        params.append(user_id)
+    row = conn.execute(sql + " ORDER BY j.id LIMIT 1", params).fetchone()
+    if row is None:
+        return None
+    until = to_storage(utc_now() + timedelta(seconds=lease_s))
+    conn.execute(
+        "UPDATE update_jobs SET claimed_by = ?, claimed_until = ?, attempts = attempts + 1 "
+        "WHERE id = ?",
+        (worker, until, row[0]),
+    )
+    return _job_from_row(row, attempts=row[5] + 1)
+
+
+def finish(conn: sqlite3.Connection, job_id: int) -> None:
+    """Mark a job done, inside the transaction that applied its result."""
+    cursor = conn.execute(
+        "UPDATE update_jobs SET status = 'done', finished_at = ?, claimed_by = NULL, "
+        "claimed_until = NULL, last_error = NULL, retry_after = NULL "
+        "WHERE id = ? AND status = 'pending'",
+        (to_storage(utc_now()), job_id),
+    )
+    if cursor.rowcount != 1:
+        # Another worker finished it after our lease ran out: applying twice would duplicate
+        # the update, so this transaction must roll back.
+        raise StoreError(f"update job {job_id} is not pending any more (finished elsewhere)")
+
+
+def fail(conn: sqlite3.Connection, job_id: int, error: str, attempts: int) -> None:
+    """Record a failed attempt; the job stays pending and is retried after a backoff."""
+    retry_at = utc_now() + timedelta(seconds=retry_delay(attempts))
+    cursor = conn.execute(
+        "UPDATE update_jobs SET last_error = ?, retry_after = ?, claimed_by = NULL, "
+        "claimed_until = NULL WHERE id = ? AND status = 'pending'",
+        (error, to_storage(retry_at), job_id),
+    )
+    if cursor.rowcount != 1:
+        raise NotFoundError(f"no pending update job {job_id}")
+
+
+def retry_delay(attempts: int) -> float:
+    return float(min(_FIRST_RETRY_S * 2 ** max(attempts - 1, 0), _MAX_RETRY_S))
+
+
+def status(conn: sqlite3.Connection, user_id: str | None = None) -> QueueStatus:
+    where, params = ("WHERE user_id = ?", [user_id]) if user_id is not None else ("", [])
+    counts = conn.execute(
+        "SELECT coalesce(sum(status = 'pending'), 0), "
+        "coalesce(sum(status = 'pending' AND last_error IS NOT NULL), 0), "
+        f"coalesce(sum(status = 'done'), 0) FROM update_jobs {where}",
+        params,
+    ).fetchone()
+    failures = conn.execute(
+        "SELECT id, user_id, last_error FROM update_jobs WHERE status = 'pending' "
+        f"AND last_error IS NOT NULL {'AND user_id = ?' if user_id is not None else ''} "
+        "ORDER BY id LIMIT 20",
+        params,
+    ).fetchall()
+    return QueueStatus(
+        pending=int(counts[0]),
+        failed=int(counts[1]),
+        done=int(counts[2]),
+        last_errors=tuple((int(r[0]), str(r[1]), str(r[2])) for r in failures),
+    )
+
+
+def _job_from_row(row: tuple[Any, ...], *, attempts: int) -> UpdateJob:
+    payload = json.loads(row[4])
+    version = payload.pop("v", None)
+    if version != JOB_PAYLOAD_VERSION:
+        raise StoreError(
+            f"update job {row[0]} has payload version {version!r}; this personavlm reads "
+            f"version {JOB_PAYLOAD_VERSION}: upgrade personavlm"
+        )
+    return UpdateJob(
+        id=int(row[0]),
+        user_id=str(row[1]),
+        kind=JobKind(row[2]),
+        session_id=None if row[3] is None else int(row[3]),
+        payload=payload,
+        attempts=attempts,
+        last_error=row[6],
+        created_at=from_storage(row[7]),
+    )
