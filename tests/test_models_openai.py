@@ -376,7 +376,7 @@ def test_load_returns_a_working_model(sleeps: SleepRecorder) -> None:
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ("hf:/x", "not built yet"),
+        ("hf:/x", "does not exist"),
         ("nope:x", "known backends: openai"),
         ("qwen", "known backends: openai"),
         ("openai:no-url", "openai:<model>@<base_url>"),

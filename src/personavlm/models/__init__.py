@@ -1,7 +1,9 @@
-"""Chat models, chosen by a spec string: `openai:<model>@<base_url>`.
+"""Chat models, chosen by a spec string: `openai:<model>@<base_url>` or `hf:<local path>`.
 
 `openai:` reaches any OpenAI-compatible server (vLLM, SGLang, Ollama, the llama.cpp server,
-OpenAI). `hf:<local path>` (transformers in-process) is planned and not built yet. The library
+OpenAI). `hf:` runs a local transformers checkpoint in-process: Qwen2-VL / Qwen2.5-VL with
+images in place, or any causal LM for text (`models/hf.py`; needs the `local` extra, imported
+only when such a model is built, so importing this package never loads torch). The library
 reads no environment: the API key and other options are passed in by the caller (the CLI).
 """
 
@@ -21,12 +23,14 @@ from personavlm.models.base import (
     TextPart,
     Usage,
 )
+from personavlm.models.hf import HF_OPTIONS, HFChatModel
 from personavlm.models.openai import OpenAIChatModel
 
 __all__ = [
     "IMAGE_MIMES",
     "MODEL_SCHEMES",
     "ChatModel",
+    "HFChatModel",
     "ImagePart",
     "Message",
     "OpenAIChatModel",
@@ -38,29 +42,29 @@ __all__ = [
     "load",
 ]
 
-MODEL_SCHEMES = ("openai",)
+MODEL_SCHEMES = ("openai", "hf")
 
 _OPENAI_OPTIONS = frozenset({"api_key", "timeout_s", "max_retries", "backoff_s", "client", "sleep"})
 
 
 def load(spec: str, **options: Any) -> ChatModel:
-    """The model a spec names; `options` go to the backend (openai: api_key, timeout_s, ...).
+    """The model a spec names; `options` go to the backend.
 
     `openai:<model>@<base_url>` splits on the last `@`, so model names may hold `:` and `/`
-    (`openai:Qwen/Qwen2.5-VL-7B-Instruct@http://127.0.0.1:8000/v1`).
+    (`openai:Qwen/Qwen2.5-VL-7B-Instruct@http://127.0.0.1:8000/v1`); options api_key,
+    timeout_s, max_retries, ... `hf:<local path>` takes everything after the first `:` as a
+    checkpoint directory (`hf:/models/PersonaVLM`, `hf:~/ckpt`); options device, dtype,
+    max_pixels, min_pixels.
     """
     scheme, colon, rest = spec.partition(":")
     if scheme == "openai" and colon:
         return _load_openai(spec, rest, options)
     if scheme == "hf" and colon:
-        raise ConfigError(
-            f"model {spec!r}: the local hf: backend is not built yet; serve the checkpoint "
-            "with an OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp) and use "
-            "openai:<model>@<base_url>"
-        )
+        return _load_hf(spec, rest, options)
     raise ConfigError(
         f"unknown model spec {spec!r}; known backends: openai (openai:<model>@<base_url>, "
-        "e.g. openai:qwen2.5-vl-7b@http://127.0.0.1:8000/v1)"
+        "e.g. openai:qwen2.5-vl-7b@http://127.0.0.1:8000/v1), hf (hf:<local checkpoint "
+        "directory>, e.g. hf:/models/Qwen2.5-VL-7B-Instruct)"
     )
 
 
@@ -78,3 +82,18 @@ def _load_openai(spec: str, rest: str, options: dict[str, Any]) -> OpenAIChatMod
             f"known: {', '.join(sorted(_OPENAI_OPTIONS))}"
         )
     return OpenAIChatModel(model, base_url, **options)
+
+
+def _load_hf(spec: str, path: str, options: dict[str, Any]) -> HFChatModel:
+    if not path:
+        raise ConfigError(
+            f"model {spec!r} must read hf:<local checkpoint directory>, "
+            "e.g. hf:/models/Qwen2.5-VL-7B-Instruct"
+        )
+    unknown = sorted(set(options) - HF_OPTIONS)
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) for the hf backend: {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(HF_OPTIONS))}"
+        )
+    return HFChatModel(path, **options)

@@ -1,0 +1,639 @@
+"""A `ChatModel` that runs a local transformers checkpoint in-process (`hf:<local path>`).
+
+Two kinds of checkpoint:
+- Qwen2-VL / Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`, PersonaVLM's base and the
+  released weights): text and images. Each `ImagePart` becomes
+  `<|vision_start|><|image_pad|>...<|vision_end|>` exactly where it stands in the message, as
+  in training (the reference code prepends images at inference; we do not). The image is
+  resized to at most `max_pixels` (230400 by default, PersonaVLM's training setting) and
+  patchified by `qwen_vision` with Pillow and numpy; it takes `grid_t * grid_h * grid_w /
+  merge_size**2` `<|image_pad|>` tokens.
+- any other local causal LM (`AutoModelForCausalLM`): text only; an image sent to it is a
+  ConfigError saying the model has no vision tower.
+
+The prompt comes from the checkpoint's chat template (the tokenizer's, else
+`chat_template.jinja` / `chat_template.json` in the directory). A checkpoint without one gets
+`chatml_prompt`, which writes what Qwen2.5-VL's own template writes (ChatML, the default
+system message "You are a helpful assistant." when none is given, the vision markers in place).
+
+Generation: greedy when `temperature == 0`, otherwise plain sampling at that temperature
+(top-p 1, no top-k, whatever the checkpoint's generation_config says: Qwen ships top_k=1,
+which would make "sampling" greedy); the checkpoint's other settings (repetition_penalty...)
+apply. It stops at the tokenizer's EOS, the checkpoint's EOS ids and `<|im_end|>`;
+`finish_reason` is "stop" there and "length" at `max_tokens`. Usage counts the real token
+ids: the whole prompt (image pads included) and every generated token (the stop token
+included, as vLLM counts). One generation runs at a time per model (a lock): Qwen-VL keeps
+per-call rope state on the module.
+
+`schema` (structured output): constrained decoding is a serving feature (vLLM, SGLang: use
+the `openai:` backend). Here the schema is accepted and checked after the fact: the reply
+(optionally inside one ```json fence, which is removed) must parse as JSON, be an object
+when the schema's top-level type is "object", and hold every top-level `required` key;
+otherwise ModelResponseError says what is wrong, so the agent's one retry can quote it.
+The prompt is not changed: the caller's protocol already asks for JSON.
+
+torch, transformers and Pillow are imported when a model is built, never on import; missing
+ones raise MissingDependencyError with the pip command. Nothing is ever downloaded: every
+load is `local_files_only`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from personavlm.errors import (
+    ConfigError,
+    MissingDependencyError,
+    ModelResponseError,
+    ValidationError,
+)
+from personavlm.models.base import ImagePart, Message, Reply, TextPart, Usage
+from personavlm.models.qwen_vision import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_PIXELS,
+    FloatArray,
+    VisionPreprocessing,
+    decode_image,
+    preprocess_image,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "DEFAULT_SYSTEM_PROMPT",
+    "HF_OPTIONS",
+    "INSTALL_LOCAL",
+    "VISION_TOKENS",
+    "EncodedPrompt",
+    "HFChatModel",
+    "chatml_prompt",
+    "check_json_reply",
+]
+
+INSTALL_LOCAL = "pip install 'personavlm[local]' -c constraints.txt"
+# What `personavlm.models.load("hf:<path>", **options)` accepts.
+HF_OPTIONS = frozenset({"device", "dtype", "max_pixels", "min_pixels"})
+# Qwen2.5-VL's template adds this when the conversation has no system message.
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+VISION_START, IMAGE_PAD, VISION_END, VIDEO_PAD = (
+    "<|vision_start|>",
+    "<|image_pad|>",
+    "<|vision_end|>",
+    "<|video_pad|>",
+)
+# Reserved strings a user's text may not hold: the pad count is what places the pixels.
+VISION_TOKENS = (VISION_START, IMAGE_PAD, VISION_END, VIDEO_PAD)
+IM_END = "<|im_end|>"
+_IMAGE_BLOCK = f"{VISION_START}{IMAGE_PAD}{VISION_END}"
+# model_type -> transformers class name, for the vision-language families whose image
+# preprocessing `qwen_vision` implements.
+_VISION_CLASSES = {
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",
+}
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+_FENCE = re.compile(r"\A```(?:json)?\s*\n(.*?)\n?```\Z", re.DOTALL)
+_EXCERPT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPrompt:
+    """The exact inputs `generate` gives the model for a conversation.
+
+    `prompt` is the rendered chat with one `<|image_pad|>` per image (before expansion, so it
+    stays readable); `input_ids` has each expanded to `image_token_counts[i]` pads.
+    """
+
+    prompt: str
+    input_ids: tuple[int, ...]
+    image_grid_thw: tuple[tuple[int, int, int], ...]
+    image_token_counts: tuple[int, ...]
+    pixel_values: FloatArray | None
+
+
+class HFChatModel:
+    """A local transformers checkpoint answering in-process (see the module docstring).
+
+    `path` is a directory holding config.json, the weights and the tokenizer. `device` is a
+    torch device ("cpu", "cuda", "cuda:1", "mps"); `dtype` one of auto (the checkpoint's),
+    float32, bfloat16, float16. `max_pixels`/`min_pixels` bound an image's resized area.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        dtype: str = "auto",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        min_pixels: int = DEFAULT_MIN_PIXELS,
+    ) -> None:
+        self._path = _checkpoint_dir(path)
+        _require_local_stack()
+        torch_device = _torch_device(device)
+        torch_dtype = _torch_dtype(dtype)
+        config = _load_config(self._path)
+        vision_class = _vision_class(self._path, config)
+        self._tokenizer = _load_tokenizer(self._path)
+        self._model = _load_model(self._path, vision_class, torch_dtype, torch_device)
+        self._device = torch_device
+        self._template = _chat_template(self._path, self._tokenizer)
+        self._vision: VisionPreprocessing | None = None
+        # -1 matches no token id: a text-only model has no image placeholder.
+        self._image_token_id = -1
+        if vision_class is not None:
+            self._vision = VisionPreprocessing.from_checkpoint(
+                self._path, config.vision_config, min_pixels=min_pixels, max_pixels=max_pixels
+            )
+            self._image_token_id = _check_vision_tokens(self._path, config, self._tokenizer)
+        self._stop_ids = _stop_ids(self._tokenizer, self._model)
+        self._pass_mm_types = _accepts(self._model.forward, "mm_token_type_ids")
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The spec that `personavlm.models.load` turns back into this model."""
+        return f"hf:{self._path}"
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def has_vision(self) -> bool:
+        """Whether this checkpoint reads images (a Qwen-VL vision tower)."""
+        return self._vision is not None
+
+    @property
+    def vision(self) -> VisionPreprocessing | None:
+        """The image preprocessing settings, or None for a text-only model."""
+        return self._vision
+
+    def __repr__(self) -> str:
+        return f"HFChatModel({str(self._path)!r}, device={str(self._device)!r})"
+
+    def encode(self, messages: Sequence[Message]) -> EncodedPrompt:
+        """The prompt, token ids and image patches `generate` would use for `messages`."""
+        if not messages:
+            raise ValidationError("messages is empty; pass at least one Message")
+        images = [part for m in messages for part in m.parts if isinstance(part, ImagePart)]
+        if images and self._vision is None:
+            raise ConfigError(
+                f"model {self.name} has no vision tower (its config.json has no "
+                f"vision_config), so it cannot read the {len(images)} image(s) in these "
+                "messages; use a vision-language checkpoint (Qwen2.5-VL) or drop the images"
+            )
+        if self._vision is not None:
+            _refuse_vision_tokens(messages)
+        prompt = self._render(messages)
+        if self._vision is None or not images:
+            ids = self._tokenize(prompt)
+            return EncodedPrompt(prompt, ids, (), (), None)
+        return self._encode_images(prompt, images, self._vision)
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+        schema: Mapping[str, Any] | None = None,
+    ) -> Reply:
+        """One completion; with `schema`, the reply is checked (see the module docstring)."""
+        _check_call(max_tokens, temperature)
+        started = time.perf_counter()
+        encoded = self.encode(messages)
+        with self._lock:
+            generated = self._run(encoded, max_tokens, temperature)
+        latency_s = time.perf_counter() - started
+        stopped = bool(generated) and generated[-1] in self._stop_ids
+        finish = "stop" if stopped or len(generated) < max_tokens else "length"
+        content = generated[:-1] if stopped else generated
+        text = str(self._tokenizer.decode(content, skip_special_tokens=True))
+        if schema is not None:
+            text = check_json_reply(text, schema, finish_reason=finish, max_tokens=max_tokens)
+        return Reply(
+            text=text,
+            usage=Usage(len(encoded.input_ids), len(generated)),
+            model=str(self._path),
+            latency_s=latency_s,
+            finish_reason=finish,
+        )
+
+    # -- prompt ------------------------------------------------------------------------------
+
+    def _render(self, messages: Sequence[Message]) -> str:
+        if self._template is None:
+            return chatml_prompt(messages)
+        conversation = [_template_message(m) for m in messages]
+        try:
+            rendered = self._tokenizer.apply_chat_template(
+                conversation,
+                chat_template=self._template,
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+        except Exception as exc:  # jinja2 errors, raise_exception() in templates
+            raise ConfigError(
+                f"the chat template of {self._path} failed on these messages "
+                f"({type(exc).__name__}: {exc}); fix the template or the messages"
+            ) from None
+        if not isinstance(rendered, str):
+            raise ConfigError(f"the chat template of {self._path} did not render to text")
+        return rendered
+
+    def _tokenize(self, text: str) -> tuple[int, ...]:
+        # Templates write their own special tokens (BOS included where a model wants one).
+        ids = self._tokenizer(text, add_special_tokens=False)["input_ids"]
+        return tuple(int(i) for i in ids)
+
+    def _encode_images(
+        self, prompt: str, images: Sequence[ImagePart], vision: VisionPreprocessing
+    ) -> EncodedPrompt:
+        pieces = prompt.split(IMAGE_PAD)
+        if len(pieces) - 1 != len(images):
+            raise ConfigError(
+                f"the chat template of {self._path} wrote {len(pieces) - 1} {IMAGE_PAD} "
+                f"for {len(images)} image(s); its template must emit "
+                f"{_IMAGE_BLOCK} for each content item of type 'image'"
+            )
+        processed = [preprocess_image(decode_image(image.data), vision) for image in images]
+        counts = tuple(vision.tokens_for(p.grid_thw) for p in processed)
+        expanded = pieces[0] + "".join(
+            IMAGE_PAD * count + piece for count, piece in zip(counts, pieces[1:], strict=True)
+        )
+        ids = self._tokenize(expanded)
+        found = sum(1 for i in ids if i == self._image_token_id)
+        if found != sum(counts):
+            raise ConfigError(
+                f"the tokenizer of {self._path} does not read {IMAGE_PAD} as one token "
+                f"({found} image tokens for {sum(counts)} expected); it must list it as a "
+                "special token"
+            )
+        return EncodedPrompt(
+            prompt=prompt,
+            input_ids=ids,
+            image_grid_thw=tuple(p.grid_thw for p in processed),
+            image_token_counts=counts,
+            pixel_values=np.concatenate([p.pixel_values for p in processed], axis=0),
+        )
+
+    # -- generation --------------------------------------------------------------------------
+
+    def _run(self, encoded: EncodedPrompt, max_tokens: int, temperature: float) -> list[int]:
+        import torch
+
+        inputs = self._model_inputs(encoded)
+        prompt_length = len(encoded.input_ids)
+        with torch.inference_mode():
+            output = self._model.generate(
+                **inputs,
+                **_sampling(max_tokens, temperature),
+                eos_token_id=sorted(self._stop_ids),
+                pad_token_id=_pad_id(self._tokenizer, self._stop_ids),
+            )
+        return [int(i) for i in output[0, prompt_length:].tolist()]
+
+    def _model_inputs(self, encoded: EncodedPrompt) -> dict[str, torch.Tensor]:
+        import torch
+
+        ids = torch.tensor([encoded.input_ids], dtype=torch.long, device=self._device)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if encoded.pixel_values is None:
+            return inputs
+        inputs["pixel_values"] = torch.from_numpy(encoded.pixel_values).to(
+            device=self._device, dtype=self._model.dtype
+        )
+        inputs["image_grid_thw"] = torch.tensor(
+            encoded.image_grid_thw, dtype=torch.long, device=self._device
+        )
+        if self._pass_mm_types:
+            # transformers >= 5 places the 3-D rope positions by these types (1 = image);
+            # older versions find the images from the vision-start tokens themselves.
+            inputs["mm_token_type_ids"] = torch.eq(ids, self._image_token_id).to(torch.int)
+        return inputs
+
+
+def chatml_prompt(messages: Sequence[Message]) -> str:
+    """The prompt Qwen2.5-VL's chat template writes, for checkpoints that ship none.
+
+    ChatML turns (`<|im_start|>role\\n...<|im_end|>\\n`), the default system message when
+    the conversation does not open with one, each image as one vision block in place, and
+    the open assistant turn the model continues.
+    """
+    out: list[str] = []
+    if not messages or messages[0].role != "system":
+        out.append(f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}{IM_END}\n")
+    for message in messages:
+        out.append(f"<|im_start|>{message.role}\n")
+        for part in message.parts:
+            out.append(part.text if isinstance(part, TextPart) else _IMAGE_BLOCK)
+        out.append(f"{IM_END}\n")
+    out.append("<|im_start|>assistant\n")
+    return "".join(out)
+
+
+def check_json_reply(
+    text: str,
+    schema: Mapping[str, Any],
+    *,
+    finish_reason: str | None = None,
+    max_tokens: int | None = None,
+) -> str:
+    """`text` as the JSON `schema` asks for, or ModelResponseError saying what is wrong.
+
+    A single surrounding ```json fence is removed (and the returned text is the JSON alone);
+    the checks are: it parses, its top-level type matches an "object"/"array" schema, and
+    every top-level `required` key is present. Deeper validation is the caller's.
+    """
+    body = text.strip()
+    fenced = _FENCE.match(body)
+    if fenced:
+        body = fenced.group(1).strip()
+    cut = (
+        f" (the reply was cut at max_tokens={max_tokens}; raise max_tokens)"
+        if finish_reason == "length"
+        else ""
+    )
+    try:
+        value = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ModelResponseError(
+            f"the model's reply is not valid JSON ({exc}){cut}; it said: {_excerpt(text)!r}"
+        ) from None
+    expected = schema.get("type")
+    kinds = {"object": dict, "array": list}
+    if isinstance(expected, str) and expected in kinds and not isinstance(value, kinds[expected]):
+        raise ModelResponseError(
+            f"the model's reply is JSON of type {type(value).__name__}, but the schema asks "
+            f"for an {expected}; it said: {_excerpt(text)!r}"
+        )
+    required = schema.get("required")
+    if isinstance(value, dict) and isinstance(required, list | tuple):
+        missing = [str(key) for key in required if key not in value]
+        if missing:
+            raise ModelResponseError(
+                f"the model's JSON reply lacks the required key(s) {', '.join(missing)}"
+                f"{cut}; it said: {_excerpt(text)!r}"
+            )
+    return body
+
+
+def _excerpt(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _EXCERPT else flat[:_EXCERPT] + "..."
+
+
+def _template_message(message: Message) -> dict[str, Any]:
+    # Text-only messages go as a plain string: every chat template accepts that, while many
+    # text-only ones (Llama, Mistral) do not understand content lists.
+    if not any(isinstance(p, ImagePart) for p in message.parts):
+        text = "".join(p.text for p in message.parts if isinstance(p, TextPart))
+        return {"role": message.role, "content": text}
+    content = [
+        {"type": "text", "text": p.text} if isinstance(p, TextPart) else {"type": "image"}
+        for p in message.parts
+    ]
+    return {"role": message.role, "content": content}
+
+
+def _refuse_vision_tokens(messages: Sequence[Message]) -> None:
+    for message in messages:
+        for part in message.parts:
+            if isinstance(part, TextPart):
+                held = [token for token in VISION_TOKENS if token in part.text]
+                if held:
+                    raise ValidationError(
+                        f"a {message.role} message's text holds the reserved vision "
+                        f"token(s) {', '.join(held)}; images go in as ImagePart, and that "
+                        "text must be removed or escaped"
+                    )
+
+
+def _sampling(max_tokens: int, temperature: float) -> dict[str, Any]:
+    if temperature == 0:
+        # Neutral values rather than None: None would be refilled from the checkpoint's
+        # generation_config and trip transformers' "unused sampling flag" warnings.
+        return {
+            "max_new_tokens": max_tokens,
+            "do_sample": False,
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "top_k": 50,
+        }
+    return {
+        "max_new_tokens": max_tokens,
+        "do_sample": True,
+        "temperature": temperature,
+        "top_p": 1.0,
+        "top_k": 0,  # 0 disables top-k
+    }
+
+
+def _check_call(max_tokens: int, temperature: float) -> None:
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValidationError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+    if not 0.0 <= temperature <= 2.0:
+        raise ValidationError(f"temperature must be between 0 and 2, got {temperature!r}")
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def _checkpoint_dir(path: str | Path) -> Path:
+    if not str(path):
+        raise ConfigError("hf: needs a checkpoint directory, e.g. hf:/models/Qwen2.5-VL-7B")
+    directory = Path(path).expanduser()
+    if not directory.exists():
+        raise ConfigError(
+            f"checkpoint directory {directory} does not exist; hf: takes a local directory "
+            "holding config.json, the weights and the tokenizer (nothing is downloaded)"
+        )
+    if not directory.is_dir() or not (directory / "config.json").is_file():
+        raise ConfigError(
+            f"{directory} is not a transformers checkpoint directory: it has no config.json; "
+            "point hf: at the folder save_pretrained() wrote (or a downloaded model snapshot)"
+        )
+    return directory.resolve()
+
+
+def _require_local_stack() -> None:
+    missing = []
+    for module in ("torch", "transformers", "PIL"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append("Pillow" if module == "PIL" else module)
+    if missing:
+        raise MissingDependencyError(
+            f"the hf: backend needs {', '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed; run: {INSTALL_LOCAL}"
+        )
+
+
+def _torch_device(device: str) -> torch.device:
+    import torch
+
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(
+            f"device {device!r} is not a torch device ({exc}); use cpu, cuda, cuda:<n> or mps"
+        ) from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for CUDA, but torch sees no GPU; use cpu")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} asked for MPS, which is not available; use cpu")
+    return chosen
+
+
+def _torch_dtype(dtype: str) -> Any:
+    import torch
+
+    if dtype not in _DTYPES:
+        raise ConfigError(f"dtype {dtype!r} is not one of: {', '.join(_DTYPES)}")
+    return "auto" if dtype == "auto" else getattr(torch, dtype)
+
+
+def _load_config(path: Path) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(
+            f"could not read the model config of {path}: {exc}; the directory must hold a "
+            "config.json this transformers version understands"
+        ) from None
+
+
+def _vision_class(path: Path, config: Any) -> str | None:
+    """The class of a supported vision-language model, None for a text-only one."""
+    if getattr(config, "vision_config", None) is None:
+        return None
+    model_type = getattr(config, "model_type", None)
+    if model_type not in _VISION_CLASSES:
+        raise ConfigError(
+            f"{path} is a vision-language model of type {model_type!r}, whose image "
+            f"preprocessing hf: does not implement (it supports {', '.join(_VISION_CLASSES)}); "
+            "serve it with vLLM or SGLang and use openai:<model>@<base_url>"
+        )
+    return _VISION_CLASSES[model_type]
+
+
+def _load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"could not load the tokenizer of {path}: {exc}; the directory must hold the "
+            "tokenizer files (tokenizer.json, tokenizer_config.json)"
+        ) from None
+
+
+def _load_model(path: Path, vision_class: str | None, dtype: Any, device: torch.device) -> Any:
+    import transformers
+
+    cls: Any = (
+        getattr(transformers, vision_class)
+        if vision_class is not None
+        else transformers.AutoModelForCausalLM
+    )
+    # transformers renamed torch_dtype to dtype in 4.56.
+    dtype_key = "dtype" if _transformers_at_least(4, 56) else "torch_dtype"
+    try:
+        model: Any = cls.from_pretrained(str(path), local_files_only=True, **{dtype_key: dtype})
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ConfigError(
+            f"could not load the weights of {path} as {getattr(cls, '__name__', cls)}: {exc}"
+        ) from None
+    return model.to(device).eval()
+
+
+def _transformers_at_least(major: int, minor: int) -> bool:
+    import transformers
+
+    parts = re.findall(r"\d+", transformers.__version__)[:2]
+    return (int(parts[0]), int(parts[1])) >= (major, minor)
+
+
+def _chat_template(path: Path, tokenizer: Any) -> str | None:
+    """The checkpoint's chat template: the tokenizer's, else the processor's files."""
+    own = getattr(tokenizer, "chat_template", None)
+    if isinstance(own, str) and own:
+        return own
+    jinja = path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    as_json = path / "chat_template.json"
+    if as_json.is_file():
+        try:
+            template = json.loads(as_json.read_text(encoding="utf-8")).get("chat_template")
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise ConfigError(f"{as_json} is not a JSON object with chat_template: {exc}") from None
+        if isinstance(template, str) and template:
+            return template
+    return None
+
+
+def _check_vision_tokens(path: Path, config: Any, tokenizer: Any) -> int:
+    """The image pad id, after checking tokenizer and model agree on the vision tokens."""
+    expected = {
+        IMAGE_PAD: getattr(config, "image_token_id", None),
+        VISION_START: getattr(config, "vision_start_token_id", None),
+        VISION_END: getattr(config, "vision_end_token_id", None),
+    }
+    for token, config_id in expected.items():
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if config_id is None or token_id != config_id:
+            raise ConfigError(
+                f"checkpoint {path}: the tokenizer maps {token} to {token_id!r} but the "
+                f"model config expects {config_id!r}; tokenizer and weights do not match"
+            )
+    return int(expected[IMAGE_PAD])  # type: ignore[arg-type]  # checked not None above
+
+
+def _stop_ids(tokenizer: Any, model: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif isinstance(configured, list | tuple):
+        ids.update(int(i) for i in configured)
+    if isinstance(tokenizer.eos_token_id, int):
+        ids.add(tokenizer.eos_token_id)
+    # ChatML closes every turn with <|im_end|>; stop there even if the checkpoint forgot it.
+    im_end = tokenizer.convert_tokens_to_ids(IM_END)
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        ids.add(im_end)
+    if not ids:
+        raise ConfigError(
+            "the checkpoint names no end-of-sequence token (tokenizer eos_token, "
+            "generation_config eos_token_id) and has no <|im_end|>; generation could not stop"
+        )
+    return frozenset(ids)
+
+
+def _pad_id(tokenizer: Any, stop_ids: frozenset[int]) -> int:
+    pad = tokenizer.pad_token_id
+    return int(pad) if isinstance(pad, int) else min(stop_ids)
+
+
+def _accepts(function: Any, parameter: str) -> bool:
+    try:
+        return parameter in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
