@@ -1,0 +1,267 @@
+"""Assistant: a chat model made into a long-term personal assistant (PAPER.md sections 1-4).
+
+    store = MemoryStore.open("memory.db", embedder=personavlm.embed.load("minilm"))
+    model = personavlm.models.load("openai:qwen2.5-vl-7b@http://127.0.0.1:8000/v1")
+    with Assistant(store, model, AgentConfig(protocol="tags")) as assistant:
+        reply = assistant.respond("ann", "What is my dog called?", images=["bobby.png"])
+        print(reply.answer, reply.trace.to_dict())
+
+`respond` runs the response phase (context, think/retrieve/answer, at most `max_retrievals`
+searches), then stores the exchange and its update job in one transaction. With
+`update="inline"` the update phase runs right away and its report is in the trace; with
+`update="background"` a worker thread runs it and `respond` returns as soon as the exchange is
+stored. Either way the job is durable: see agent/worker.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from personavlm.agent.calls import CallSettings
+from personavlm.agent.context import prompt, response_message
+from personavlm.agent.protocol import Protocol
+from personavlm.agent.respond import run_response
+from personavlm.agent.trace import Trace, UpdateReport
+from personavlm.agent.update import UpdatePhase
+from personavlm.agent.worker import BackgroundWorker, Worker
+from personavlm.errors import ConflictError, ValidationError
+from personavlm.media.blobs import ImageSource
+from personavlm.memory.records import DEFAULT_K, Hit, ImageRef, MemoryType
+from personavlm.memory.store import Exchange, MemoryStore
+from personavlm.memory.turnlog import SESSION_GAP, TurnInput
+from personavlm.memory.validate import check_text, check_user_id
+from personavlm.models.base import ChatModel, Message
+from personavlm.personality import PersonalityState
+from personavlm.timeutil import local_now, parse_time, to_storage
+
+__all__ = ["AgentConfig", "Assistant", "Response"]
+
+UpdateMode = Literal["inline", "background"]
+
+_RETRIEVED_TYPES = (MemoryType.SEMANTIC, MemoryType.EPISODIC, MemoryType.PROCEDURAL)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    protocol: Protocol | str = Protocol.JSON
+    max_retrievals: int = 3  # PAPER.md section 4: training allows 3
+    k: Mapping[str, int] = field(
+        default_factory=lambda: {t.value: DEFAULT_K[t] for t in _RETRIEVED_TYPES}
+    )
+    max_tokens: int = 1024
+    temperature: float = 0.0
+    update: UpdateMode = "inline"
+
+    def __post_init__(self) -> None:
+        if str(self.protocol) not in Protocol._value2member_map_:
+            raise ValidationError(f"protocol must be 'tags' or 'json', got {self.protocol!r}")
+        object.__setattr__(self, "protocol", Protocol(str(self.protocol)))
+        if not isinstance(self.max_retrievals, int) or not 0 <= self.max_retrievals <= 10:
+            raise ValidationError(
+                f"max_retrievals must be an integer in 0..10, got {self.max_retrievals!r}"
+            )
+        if self.update not in ("inline", "background"):
+            raise ValidationError(f"update must be 'inline' or 'background', got {self.update!r}")
+        if self.max_tokens < 1:
+            raise ValidationError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    answer: str
+    trace: Trace
+    exchange: Exchange
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "user_turn_id": self.exchange.user_turn.id,
+            "assistant_turn_id": self.exchange.assistant_turn.id,
+            "time": to_storage(self.exchange.user_turn.time),
+            "trace": self.trace.to_dict(),
+        }
+
+
+class Assistant:
+    def __init__(
+        self, store: MemoryStore, model: ChatModel, config: AgentConfig | None = None
+    ) -> None:
+        self.store = store
+        self.model = model
+        self.config = config or AgentConfig()
+        self.settings = CallSettings(self.config.max_tokens, self.config.temperature)
+        protocol = Protocol(str(self.config.protocol))
+        self.worker = Worker(store, UpdatePhase(store, model, protocol, self.settings))
+        self._background: BackgroundWorker | None = None
+        if self.config.update == "background":
+            self._background = BackgroundWorker(self.worker)
+            self._background.start()
+
+    def __enter__(self) -> Assistant:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the background worker (pending jobs stay queued for the next run)."""
+        if self._background is not None:
+            self._background.stop()
+            self._background = None
+
+    # ------------------------------------------------------------------ the turn
+
+    def respond(
+        self,
+        user_id: str,
+        text: str,
+        images: Sequence[ImageSource] = (),
+        time: str | datetime | None = None,
+    ) -> Response:
+        """Answer one message; the exchange is stored and its update queued (and run, inline)."""
+        check_user_id(user_id)
+        check_text(text, field="message", allow_empty=bool(images))
+        when = local_now() if time is None else parse_time(time)
+        self._check_order(user_id, when)
+        refs = [self.store.store_image(source) for source in images]
+        user_turn = TurnInput.create(
+            time=when, role="user", text=text, image_ids=tuple(r.id for r in refs)
+        )
+        protocol = Protocol(str(self.config.protocol))
+        trace = Trace(protocol.value)
+        messages = [
+            Message.text(
+                "system",
+                prompt(f"response_{protocol.value}", max_retrievals=self.config.max_retrievals),
+            ),
+            self._context(user_id, text, refs, when),
+        ]
+        answer = run_response(
+            self.model,
+            messages,
+            lambda words, start, end, seen: self._search(user_id, words, start, end, seen),
+            protocol=protocol,
+            max_retrievals=self.config.max_retrievals,
+            settings=self.settings,
+            trace=trace,
+        )
+        reply_turn = TurnInput.create(time=when, role="assistant", text=answer)
+        exchange = self.store.record_exchange(user_id, user_turn, reply_turn)
+        assert exchange is not None  # new turns have no ids, so they are always stored
+        trace.updates = self._after_exchange(user_id, exchange)
+        return Response(answer, trace, exchange)
+
+    def record(
+        self,
+        user_id: str,
+        text: str,
+        answer: str,
+        *,
+        images: Sequence[ImageSource] = (),
+        time: str | datetime,
+        ext_id: str | None = None,
+    ) -> tuple[Exchange | None, list[UpdateReport]]:
+        """Store an exchange that happened elsewhere (an imported history: the stored reply is
+        replayed, no response phase) and run or queue its update like `respond` does.
+        Idempotent by `ext_id` (turn ids `<ext_id>:user` and `<ext_id>:assistant`)."""
+        check_user_id(user_id)
+        refs = [self.store.store_image(source) for source in images]
+        when = parse_time(time)
+        user_turn = TurnInput.create(
+            time=when,
+            role="user",
+            text=text,
+            image_ids=tuple(r.id for r in refs),
+            ext_id=None if ext_id is None else f"{ext_id}:user",
+        )
+        reply = TurnInput.create(
+            time=when,
+            role="assistant",
+            text=answer,
+            ext_id=None if ext_id is None else f"{ext_id}:assistant",
+        )
+        exchange = self.store.record_exchange(user_id, user_turn, reply)
+        if exchange is None:
+            return None, []
+        return exchange, self._after_exchange(user_id, exchange)
+
+    def close_session(self, user_id: str) -> list[UpdateReport]:
+        """Close the user's current session now: summarise it (inline) or queue that."""
+        job_id = self.store.close_session(user_id)
+        if job_id is None:
+            return []
+        if self._background is not None:
+            self._background.notify()
+            return [UpdateReport(job_id, "session", "queued")]
+        return self.worker.drain(user_id, ignore_backoff=True)
+
+    def run_pending(
+        self, user_id: str | None = None, *, ignore_backoff: bool = False
+    ) -> list[UpdateReport]:
+        """Run queued update jobs now (all users, or one), until none is runnable."""
+        return self.worker.drain(user_id, ignore_backoff=ignore_backoff)
+
+    # ------------------------------------------------------------------ internals
+
+    def _after_exchange(self, user_id: str, exchange: Exchange) -> list[UpdateReport]:
+        if self._background is not None:
+            self._background.notify()
+            return [UpdateReport(exchange.job_id, "turn", "queued")]
+        # Inline: run this user's queue now, earlier failed jobs included (the caller is
+        # waiting for the update anyway, and a model that recovered should catch up).
+        reports = self.worker.drain(user_id, ignore_backoff=True)
+        if not any(r.job_id == exchange.job_id for r in reports):
+            blocked = next((r for r in reports if r.status == "failed"), None)
+            note = f"waits behind failed job {blocked.job_id}" if blocked else "still queued"
+            reports.append(UpdateReport(exchange.job_id, "turn", "queued", error=note))
+        return reports
+
+    def _check_order(self, user_id: str, when: datetime) -> None:
+        latest = self.store.latest_turn(user_id) if self.store.has_user(user_id) else None
+        if latest is not None and when < latest.time:
+            raise ConflictError(
+                f"message time {to_storage(when)} is before user {user_id!r}'s latest turn "
+                f"at {to_storage(latest.time)}; conversation time only moves forward"
+            )
+
+    def _context(
+        self, user_id: str, text: str, refs: Sequence[ImageRef], when: datetime
+    ) -> Message:
+        known = self.store.has_user(user_id)
+        core = self.store.list(user_id, types=["core"], limit=1000) if known else []
+        personality = self.store.personality(user_id) if known else PersonalityState.initial()
+        recent = self.store.turns(user_id, start=when - SESSION_GAP, end=when) if known else []
+        ids = list(dict.fromkeys(i for t in recent for i in t.image_ids))
+        recent_images = {ref.id: ref for ref in self.store.images(ids)}
+        return response_message(
+            core=core,
+            personality=personality,
+            recent=recent,
+            recent_images=recent_images,
+            query=text,
+            query_images=refs,
+            time=when,
+        )
+
+    def _search(
+        self,
+        user_id: str,
+        keywords: str,
+        start: datetime | None,
+        end: datetime | None,
+        seen: frozenset[int],
+    ) -> list[Hit]:
+        if not self.store.has_user(user_id):
+            return []  # a first message: there is no memory to search yet
+        return self.store.search(
+            user_id,
+            keywords,
+            types=list(self.config.k),
+            k=dict(self.config.k),
+            start=start,
+            end=end,
+            exclude_ids=seen,
+        )

@@ -1,0 +1,167 @@
+"""Prompts: the package's prompt texts and the messages the agent sends, built from memory.
+
+The response context has the pieces and shapes of PAPER.md section 8, so the released weights
+see what they were trained on: the core profile (`key: value`), the personality rendered by
+PEM, the recent conversation (every turn of the last 60 minutes, images where they occurred),
+and the user input `{'time': 'YYYY-MM-DD HH:MM (Weekday)', 'query': ...}`. Retrieved memory
+comes back as one user message with procedural, semantic and episodic blocks, images in order.
+Every piece of user or memory text passes through `protocol.escape` on its way in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+from personavlm.agent.protocol import escape
+from personavlm.errors import StoreError
+from personavlm.memory.records import Hit, ImageRef, Memory, MemoryType, Turn
+from personavlm.models.base import ImagePart, Message, Part, Role, TextPart
+from personavlm.personality import PersonalityState, render
+from personavlm.timeutil import display_time
+
+__all__ = [
+    "PartsBuilder",
+    "image_part",
+    "prompt",
+    "render_core",
+    "render_turns",
+    "response_message",
+    "retrieval_message",
+]
+
+
+def prompt(name: str, **values: object) -> str:
+    """The prompt text `agent/prompts/<name>.txt`, with `$placeholders` filled in."""
+    text = resources.files("personavlm.agent").joinpath("prompts", f"{name}.txt").read_text()
+    return Template(text).substitute({k: str(v) for k, v in values.items()}).strip()
+
+
+def image_part(ref: ImageRef) -> ImagePart:
+    """A stored image as a message part; a blob missing from disk is a StoreError."""
+    try:
+        data = Path(ref.path).read_bytes()
+    except OSError as exc:
+        raise StoreError(f"image blob {ref.id} is missing at {ref.path}: {exc}") from exc
+    return ImagePart(data, ref.mime)
+
+
+class PartsBuilder:
+    """Text and images in order; adjacent text runs are merged into one part."""
+
+    def __init__(self) -> None:
+        self._parts: list[Part] = []
+
+    def text(self, text: str) -> PartsBuilder:
+        if self._parts and isinstance(self._parts[-1], TextPart):
+            self._parts[-1] = TextPart(self._parts[-1].text + text)
+        elif text:
+            self._parts.append(TextPart(text))
+        return self
+
+    def images(self, refs: Iterable[ImageRef]) -> PartsBuilder:
+        for ref in refs:
+            self._parts.append(image_part(ref))
+        return self
+
+    def extend(self, message: Message) -> PartsBuilder:
+        for part in message.parts:
+            if isinstance(part, TextPart):
+                self.text(part.text)
+            else:
+                self._parts.append(part)
+        return self
+
+    def message(self, role: Role) -> Message:
+        return Message(role, tuple(self._parts))
+
+
+def render_core(core: Sequence[Memory]) -> str:
+    if not core:
+        return "(nothing known yet)"
+    return "\n".join(f"{escape(m.key or '')}: {escape(m.content)}" for m in core)
+
+
+def render_turns(builder: PartsBuilder, turns: Sequence[Turn], images: dict[str, ImageRef]) -> None:
+    """Turns as the reference shows them: the time with weekday, then `User:` and
+    `Assistant:` lines, each user image right after the text it came with."""
+    for turn in turns:
+        if turn.role == "user":
+            builder.text(f"{display_time(turn.time)}\nUser: {escape(turn.text)}")
+            builder.images(images[i] for i in turn.image_ids if i in images)
+            builder.text("\n")
+        else:
+            builder.text(f"Assistant: {escape(turn.text)}\n")
+
+
+def response_message(
+    *,
+    core: Sequence[Memory],
+    personality: PersonalityState,
+    recent: Sequence[Turn],
+    recent_images: dict[str, ImageRef],
+    query: str,
+    query_images: Sequence[ImageRef],
+    time: datetime,
+) -> Message:
+    """The first user message of a turn: profile, personality, recent turns, the input."""
+    builder = PartsBuilder()
+    builder.text(f"## User profile (core memory)\n{render_core(core)}\n\n")
+    builder.text(f"## {render(personality)}\n\n")
+    builder.text("## Recent conversations (the last 60 minutes)\n")
+    if recent:
+        render_turns(builder, recent, recent_images)
+    else:
+        builder.text("(none)\n")
+    builder.text("\n## User input\n")
+    builder.images(query_images)
+    builder.text(str({"time": display_time(time), "query": escape(query)}))
+    return builder.message("user")
+
+
+def retrieval_message(hits: Sequence[Hit], notes: Sequence[str], retrievals_left: int) -> Message:
+    """Retrieved memories as the next user turn: procedural, semantic, episodic blocks."""
+    builder = PartsBuilder()
+    for note in notes:
+        builder.text(f"Note: {escape(note)}\n")
+    by_type = {kind: [h for h in hits if h.memory.type is kind] for kind in MemoryType}
+    builder.text("## Retrieved procedural memory\n")
+    procedural = by_type[MemoryType.PROCEDURAL] + by_type[MemoryType.CORE]
+    for hit in procedural:
+        builder.text(f"{escape(hit.memory.key or '')}: {escape(hit.memory.content)}\n")
+    if not procedural:
+        builder.text("(none found)\n")
+    builder.text("\n## Retrieved semantic memory\n")
+    for hit in by_type[MemoryType.SEMANTIC]:
+        builder.text(f"Time: {display_time(hit.memory.event_start)}\n")
+        builder.text(f"Memory: {escape(hit.memory.content)}\n")
+        builder.images(hit.images)
+    if not by_type[MemoryType.SEMANTIC]:
+        builder.text("(none found)\n")
+    builder.text("\n## Retrieved episodic memory\n")
+    _episodic_block(builder, by_type[MemoryType.EPISODIC])
+    left = "no more retrievals: answer now" if retrievals_left <= 0 else f"{retrievals_left} left"
+    builder.text(f"\n(Retrievals: {left}.)")
+    return builder.message("user")
+
+
+def _episodic_block(builder: PartsBuilder, hits: Sequence[Hit]) -> None:
+    """Episodic memory comes back as the raw turns it covers (a topic summary first), each
+    turn once even when two hits share it."""
+    if not hits:
+        builder.text("(none found)\n")
+        return
+    shown: set[int] = set()
+    for hit in hits:
+        images = {ref.id: ref for ref in hit.images}
+        turns = [t for t in hit.turns if t.id not in shown]
+        shown.update(t.id for t in turns)
+        if len(hit.turns) > 1 or not hit.turns:  # a session topic, not a single turn
+            builder.text(f"Topic: {escape(hit.memory.content)}\n")
+        for turn in turns:
+            speaker = "User" if turn.role == "user" else "Assistant"
+            builder.text(f"Time: {display_time(turn.time)}\n{speaker}: {escape(turn.text)}\n")
+            builder.images(images[i] for i in turn.image_ids if i in images)

@@ -1,0 +1,315 @@
+"""What the update phase asks the model for, and the parsers of its replies.
+
+Two families, like the response protocols:
+- `json`: one JSON-schema-constrained object per call (`UPDATE_SCHEMA` per turn: personality
+  reading + semantic operations; `EPISODIC_SCHEMA` and `CONSOLIDATE_SCHEMA` at session close);
+- `tags`: the reference line formats of PAPER.md section 8 (`"key": value` lines), which the
+  released weights were trained to write: personality, semantic candidate, episodic topics,
+  core profile, procedural entries.
+Every parser raises ProtocolError with the exact problem; the caller retries once with it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from personavlm.errors import ProtocolError, ValidationError
+from personavlm.personality import TRAITS, Reading, parse_reading
+
+__all__ = [
+    "CONSOLIDATE_SCHEMA",
+    "EPISODIC_SCHEMA",
+    "UPDATE_SCHEMA",
+    "KeyValue",
+    "Proposal",
+    "Topic",
+    "parse_consolidation_json",
+    "parse_episodic_json",
+    "parse_episodic_tags",
+    "parse_key_values",
+    "parse_reading_tags",
+    "parse_semantic_tags",
+    "parse_update_json",
+]
+
+OPS = ("ADD", "UPDATE", "INVALIDATE", "NOOP")
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A semantic-memory operation as the model proposed it (checked later against memory)."""
+
+    op: str  # ADD, UPDATE, INVALIDATE, NOOP
+    memory_id: int | None
+    content: str | None
+    keywords: tuple[str, ...]
+    attach_images: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    summary: str
+    keywords: tuple[str, ...]
+    exchanges: tuple[int, ...]  # 0-based exchange numbers of the session
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: str
+    value: str | None  # None: remove the key
+
+
+def _nullable(kind: str) -> dict[str, Any]:
+    return {"type": [kind, "null"]}
+
+
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+_KEY_OPS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["key", "value"],
+        "properties": {"key": {"type": "string"}, "value": _nullable("string")},
+    },
+}
+
+UPDATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["personality", "operations"],
+    "properties": {
+        "personality": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(TRAITS),
+            "properties": {t: {"type": "integer", "minimum": 1, "maximum": 5} for t in TRAITS},
+        },
+        "operations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["op", "id", "content", "keywords", "attach_images"],
+                "properties": {
+                    "op": {"type": "string", "enum": list(OPS)},
+                    "id": _nullable("integer"),
+                    "content": _nullable("string"),
+                    "keywords": _STRINGS,
+                    "attach_images": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
+
+EPISODIC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["topics"],
+    "properties": {
+        "topics": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["summary", "keywords", "turns"],
+                "properties": {
+                    "summary": {"type": "string"},
+                    "keywords": _STRINGS,
+                    "turns": {"type": "array", "items": {"type": "integer"}},
+                },
+            },
+        }
+    },
+}
+
+CONSOLIDATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["core", "procedural"],
+    "properties": {"core": _KEY_OPS, "procedural": _KEY_OPS},
+}
+
+
+# ----------------------------------------------------------------------------- json
+
+
+def _load_object(text: str) -> dict[str, Any]:
+    stripped = text.strip()
+    if stripped.startswith("```") and stripped.endswith("```"):
+        stripped = stripped[3:-3].removeprefix("json").strip()
+    try:
+        data = json.loads(stripped)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"the reply is not one JSON object: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError(f"the reply must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _list_of(data: dict[str, Any], key: str, what: str) -> list[dict[str, Any]]:
+    items = data.get(key)
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ProtocolError(f'"{key}" must be a list of {what} objects')
+    return items
+
+
+def _strings(value: object, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ProtocolError(f"{where} must be a list of strings")
+    return tuple(v.strip() for v in value if v.strip())
+
+
+def parse_update_json(text: str) -> tuple[Reading, list[Proposal]]:
+    data = _load_object(text)
+    personality = data.get("personality")
+    if not isinstance(personality, dict):
+        raise ProtocolError('"personality" must be an object with the five traits')
+    try:
+        reading = Reading.from_mapping(personality)
+    except ValidationError as exc:
+        raise ProtocolError(f'"personality": {exc}') from exc
+    proposals = [
+        _proposal(item, index)
+        for index, item in enumerate(_list_of(data, "operations", "operation"))
+    ]
+    return reading, proposals
+
+
+def _proposal(item: dict[str, Any], index: int) -> Proposal:
+    where = f"operations[{index}]"
+    op = item.get("op")
+    if not isinstance(op, str) or op.upper() not in OPS:
+        raise ProtocolError(f"{where}.op must be one of {', '.join(OPS)}, got {op!r}")
+    memory_id, content = item.get("id"), item.get("content")
+    if memory_id is not None and (not isinstance(memory_id, int) or isinstance(memory_id, bool)):
+        raise ProtocolError(f"{where}.id must be an integer memory id or null")
+    if content is not None and not isinstance(content, str):
+        raise ProtocolError(f"{where}.content must be a string or null")
+    op = op.upper()
+    if op in ("ADD", "UPDATE") and not (content or "").strip():
+        raise ProtocolError(f"{where} is {op} but has no content")
+    if op in ("UPDATE", "INVALIDATE") and memory_id is None:
+        raise ProtocolError(f"{where} is {op} but names no memory id")
+    return Proposal(
+        op,
+        memory_id,
+        None if content is None else content.strip(),
+        _strings(item.get("keywords"), f"{where}.keywords"),
+        item.get("attach_images") is True,
+    )
+
+
+def parse_episodic_json(text: str) -> list[Topic]:
+    topics = []
+    for index, item in enumerate(_list_of(_load_object(text), "topics", "topic")):
+        summary, turns = item.get("summary"), item.get("turns")
+        if not isinstance(summary, str) or not summary.strip():
+            raise ProtocolError(f"topics[{index}].summary must be non-empty text")
+        if not isinstance(turns, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in turns
+        ):
+            raise ProtocolError(f"topics[{index}].turns must be a list of exchange numbers")
+        keywords = _strings(item.get("keywords"), f"topics[{index}].keywords")
+        topics.append(Topic(summary.strip(), keywords, tuple(turns)))
+    return topics
+
+
+def parse_consolidation_json(text: str) -> tuple[list[KeyValue], list[KeyValue]]:
+    data = _load_object(text)
+    result: list[list[KeyValue]] = []
+    for section in ("core", "procedural"):
+        entries = []
+        for index, item in enumerate(_list_of(data, section, "key/value")):
+            key, value = item.get("key"), item.get("value")
+            if not isinstance(key, str) or not key.strip():
+                raise ProtocolError(f"{section}[{index}].key must be non-empty text")
+            if value is not None and not isinstance(value, str):
+                raise ProtocolError(f"{section}[{index}].value must be text or null")
+            entries.append(KeyValue(key.strip(), (value or "").strip() or None))
+        result.append(entries)
+    return result[0], result[1]
+
+
+# ----------------------------------------------------------------------------- tags
+
+_LINE = re.compile(r"""^\s*(?P<q>["']?)(?P<key>[^"':]+?)(?P=q)\s*:\s*(?P<value>.*?)\s*,?\s*$""")
+
+
+def parse_key_values(text: str) -> list[tuple[str, str]]:
+    """`"key": value` lines (braces, blank lines and list bullets ignored); a line that is
+    none of these raises ProtocolError quoting it."""
+    pairs = []
+    for raw in text.strip().splitlines():
+        line = raw.strip().lstrip("-*").strip()
+        if not line or line in ("{", "}", "```", "```json"):
+            continue
+        match = _LINE.match(line)
+        if match is None:
+            raise ProtocolError(f'line {line[:80]!r} is not a "key": value line')
+        pairs.append((match.group("key").strip(), _unquote(match.group("value"))))
+    return pairs
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1].strip()
+    return value
+
+
+def parse_reading_tags(text: str) -> Reading:
+    try:
+        return parse_reading(text)
+    except ValidationError as exc:
+        raise ProtocolError(str(exc)) from exc
+
+
+def parse_semantic_tags(text: str) -> Proposal | None:
+    """The reference's one candidate per turn: None when its decision is to skip."""
+    fields = dict(parse_key_values(text))
+    decision = fields.get("decision", "").lower()
+    if decision not in ("true", "false"):
+        raise ProtocolError('"decision" must be true or false')
+    if decision == "false":
+        return None
+    content = fields.get("content", "")
+    if not content or content.lower() in ("null", "none"):
+        raise ProtocolError('"decision" is true but "content" is empty')
+    keywords = tuple(k.strip() for k in fields.get("keywords", "").split(",") if k.strip())
+    return Proposal("ADD", None, content, keywords, "(Image Object:" in content)
+
+
+def parse_episodic_tags(text: str) -> list[Topic]:
+    topics: list[Topic] = []
+    current: dict[str, str] = {}
+    for key, value in parse_key_values(text):
+        if key == "topic_summary" and current:
+            topics.append(_topic(current, len(topics)))
+            current = {}
+        current[key] = value
+    if current:
+        topics.append(_topic(current, len(topics)))
+    return topics
+
+
+def _topic(fields: dict[str, str], index: int) -> Topic:
+    summary = fields.get("topic_summary", "")
+    if not summary:
+        raise ProtocolError(f'topic {index} has no "topic_summary"')
+    try:
+        numbers = tuple(
+            int(n) for n in fields.get("source_dialog_indices", "").strip("[]").split(",") if n
+        )
+    except ValueError as exc:
+        raise ProtocolError(
+            f'topic {index}: "source_dialog_indices" must be comma-separated numbers'
+        ) from exc
+    keywords = tuple(k.strip() for k in fields.get("keywords", "").split(",") if k.strip())
+    return Topic(summary, keywords, numbers)

@@ -1,0 +1,156 @@
+"""The response phase: think, retrieve (a few times), answer (PAPER.md section 4).
+
+`run_response` reads in one sitting: ask the model for a step; an answer ends the turn; a
+retrieval runs one search with the model's keywords and time window (hard filter, memories
+shown earlier in this answer excluded) and sends the hits back as the next user message. After
+`max_retrievals` retrievals the model is told to answer; a model that still will not, or that
+breaks the protocol twice in a row, ends the turn with a fallback answer and a FailureStep in
+the trace — never a silent guess.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from personavlm.agent.calls import CallSettings, call_parsed
+from personavlm.agent.context import retrieval_message
+from personavlm.agent.protocol import (
+    STEP_SCHEMA,
+    Action,
+    AnswerAction,
+    Protocol,
+    RetrieveAction,
+    parse_step,
+    resolve_window,
+    unescape,
+)
+from personavlm.agent.trace import (
+    AnswerStep,
+    FailureStep,
+    HitRecord,
+    Phase,
+    RetrieveStep,
+    ThinkStep,
+    Trace,
+)
+from personavlm.errors import ProtocolError
+from personavlm.memory.records import Hit
+from personavlm.models.base import ChatModel, Message
+from personavlm.timeutil import to_storage_or_none
+
+__all__ = ["FALLBACK_ANSWER", "SearchFn", "run_response"]
+
+FALLBACK_ANSWER = "Sorry, I could not put an answer together just now. Could you ask again?"
+
+# search(keywords, start, end, exclude_ids) -> hits
+SearchFn = Callable[[str, datetime | None, datetime | None, frozenset[int]], list[Hit]]
+
+_LIMIT_PROMPT = "You have used all {n} retrievals for this answer. Answer now, with what you know."
+
+
+@dataclass(frozen=True, slots=True)
+class _Loop:
+    model: ChatModel
+    protocol: Protocol
+    max_retrievals: int
+    settings: CallSettings
+    search: SearchFn
+
+
+def run_response(
+    model: ChatModel,
+    messages: list[Message],
+    search: SearchFn,
+    *,
+    protocol: Protocol,
+    max_retrievals: int,
+    settings: CallSettings,
+    trace: Trace,
+) -> str:
+    """Run the protocol loop from `messages` (system + context); returns the answer."""
+    loop = _Loop(model, protocol, max_retrievals, settings, search)
+    seen: set[int] = set()
+    told_to_answer = False
+    while True:
+        step = _next_step(loop, messages, trace)
+        if step is None:
+            return _fallback(trace)
+        action, reply_text = step
+        if action.think:
+            trace.steps.append(ThinkStep(action.think))
+        if isinstance(action, AnswerAction):
+            answer = unescape(action.text)
+            trace.steps.append(AnswerStep(answer))
+            return answer
+        if trace.retrievals >= max_retrievals:
+            if told_to_answer:
+                return _give_up(trace, "the model kept retrieving after the limit", reply_text)
+            told_to_answer = True
+            messages += [
+                Message.text("assistant", reply_text),
+                Message.text("user", _LIMIT_PROMPT.format(n=max_retrievals)),
+            ]
+            continue
+        messages += [Message.text("assistant", reply_text), _retrieve(loop, action, seen, trace)]
+
+
+def _next_step(loop: _Loop, messages: Sequence[Message], trace: Trace) -> tuple[Action, str] | None:
+    schema: Mapping[str, object] | None = STEP_SCHEMA if loop.protocol is Protocol.JSON else None
+    try:
+        return call_parsed(
+            loop.model,
+            messages,
+            lambda text: parse_step(text, loop.protocol),
+            phase=Phase.RESPONSE,
+            purpose="step",
+            settings=loop.settings,
+            calls=trace.calls,
+            schema=schema,
+        )
+    except ProtocolError as exc:
+        trace.steps.append(FailureStep(str(exc), exc.reply))
+        trace.failed = True
+        return None
+
+
+def _retrieve(loop: _Loop, action: RetrieveAction, seen: set[int], trace: Trace) -> Message:
+    window = resolve_window(action.start_time, action.end_time)
+    hits = loop.search(action.keywords, window.start, window.end, frozenset(seen))
+    seen.update(hit.memory.id for hit in hits)
+    trace.steps.append(
+        RetrieveStep(
+            keywords=action.keywords,
+            start=to_storage_or_none(window.start),
+            end=to_storage_or_none(window.end),
+            hits=tuple(HitRecord.of(h) for h in hits),
+            notes=window.notes,
+        )
+    )
+    return retrieval_message(hits, window.notes, loop.max_retrievals - trace.retrievals)
+
+
+def _give_up(trace: Trace, error: str, reply: str) -> str:
+    trace.steps.append(FailureStep(error, reply))
+    trace.failed = True
+    return _fallback(trace)
+
+
+_TAG = re.compile(r"</?(?:think|answer|retrieve)>", re.IGNORECASE)
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+
+
+def _fallback(trace: Trace) -> str:
+    """The turn still gets an answer after a protocol failure: the text of the model's last
+    reply outside its think block and tags, when it wrote any prose, else a fixed apology.
+    The trace says which (trace.failed and the FailureStep hold the raw reply)."""
+    failure = next((s for s in reversed(trace.steps) if isinstance(s, FailureStep)), None)
+    reply = failure.reply if failure else ""
+    text = _TAG.sub("", _THINK_BLOCK.sub("", reply)).strip()
+    if "<retrieve>" in reply or reply.lstrip().startswith(("{", "```")):
+        text = ""  # a retrieval request or broken JSON is no answer to show
+    answer = unescape(text) if text else FALLBACK_ANSWER
+    trace.steps.append(AnswerStep(answer))
+    return answer

@@ -1,0 +1,433 @@
+"""The update phase: what one queued job asks of the model, and how its answer is applied.
+
+- A `turn` job (after every answer) sees the question AND the answer, plus the user's
+  existing semantic memories that relate to them, and returns the personality reading and
+  semantic operations (ADD / UPDATE / INVALIDATE / NOOP on memory ids). Protocol json: one
+  call. Protocol tags: the two reference-format calls (personality; one semantic candidate).
+- A `session` job (when a session closes) segments the session into episodic topics (one
+  call) and updates core and procedural memory per key (json: one call; tags: the two
+  reference-format calls, core then procedural).
+
+Proposals are checked against memory before anything is written: an id the model was not
+shown is dropped, an ADD that repeats an active memory and an UPDATE that changes nothing
+become NOOPs, each with a note in the report. The rest goes through `MemoryStore.apply` in one
+transaction with the personality reading and the job's completion, so every change is in
+history, can be undone, and happens exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from personavlm.agent.calls import CallSettings, call_parsed
+from personavlm.agent.context import PartsBuilder, prompt, render_core, render_turns
+from personavlm.agent.formats import (
+    CONSOLIDATE_SCHEMA,
+    EPISODIC_SCHEMA,
+    UPDATE_SCHEMA,
+    KeyValue,
+    Proposal,
+    Topic,
+    parse_consolidation_json,
+    parse_episodic_json,
+    parse_episodic_tags,
+    parse_key_values,
+    parse_reading_tags,
+    parse_semantic_tags,
+    parse_update_json,
+)
+from personavlm.agent.protocol import Protocol, escape
+from personavlm.agent.trace import MemoryChange, ModelCall, Phase, UpdateReport
+from personavlm.memory.jobs import JobKind, UpdateJob
+from personavlm.memory.records import Hit, Memory, MemoryType, Turn
+from personavlm.memory.store import MemoryStore
+from personavlm.memory.writes import AddOp, InvalidateOp, MemoryOp, UpdateOp
+from personavlm.models.base import ChatModel, Message
+from personavlm.personality import Reading
+from personavlm.timeutil import display_time
+
+__all__ = ["UpdatePhase"]
+
+# Semantic memories shown to the per-turn update as candidates for UPDATE / INVALIDATE.
+CANDIDATES = 8
+MAX_PROCEDURAL = 5  # PAPER.md section 2: "at most ~5 short third-person sentences"
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    ops: list[MemoryOp]
+    changes: list[MemoryChange]  # one per op (in order), then the noops and drops
+
+
+class UpdatePhase:
+    def __init__(
+        self, store: MemoryStore, model: ChatModel, protocol: Protocol, settings: CallSettings
+    ) -> None:
+        self.store = store
+        self.model = model
+        self.protocol = protocol
+        self.settings = settings
+
+    def run(self, job: UpdateJob) -> UpdateReport:
+        """Do one claimed job and finish it; model and store errors propagate (the caller
+        records the failure on the job, which stays queued)."""
+        report = UpdateReport(job.id, job.kind.value, "applied")
+        if job.kind is JobKind.TURN:
+            self._turn(job, report)
+        else:
+            self._session(job, report)
+        return report
+
+    # ------------------------------------------------------------------ per turn
+
+    def _turn(self, job: UpdateJob, report: UpdateReport) -> None:
+        user_turn, answer = self.store.turns_by_ids(
+            job.user_id, [job.payload["user_turn"], job.payload["assistant_turn"]]
+        )
+        candidates = self._candidates(job.user_id, user_turn, answer)
+        if self.protocol is Protocol.JSON:
+            reading, proposals = self._turn_json(user_turn, answer, candidates, report.calls)
+        else:
+            reading, proposals = self._turn_tags(job.user_id, user_turn, answer, candidates, report)
+        plan = self._plan_semantic(job.user_id, proposals, candidates, user_turn)
+        applied = self.store.apply(
+            job.user_id,
+            plan.ops,
+            actor="agent",
+            reading=reading,
+            reading_turn_id=user_turn.id,
+            reading_time=user_turn.time,
+            finish_job=job.id,
+        )
+        report.changes = _with_ids(plan.changes, applied)
+        report.reading = reading.to_dict()
+        report.personality = self.store.personality(job.user_id).traits.to_dict()
+
+    def _candidates(self, user_id: str, user_turn: Turn, answer: Turn) -> list[Hit]:
+        query = f"{user_turn.text}\n{answer.text}".strip()
+        if not query:
+            return []
+        return self.store.search(user_id, query, types=["semantic"], k=CANDIDATES)
+
+    def _exchange_message(self, head: str, user_turn: Turn, answer: Turn) -> PartsBuilder:
+        builder = PartsBuilder().text(head)
+        images = {ref.id: ref for ref in self.store.images(user_turn.image_ids)}
+        render_turns(builder, [user_turn, answer], images)
+        return builder
+
+    def _turn_json(
+        self, user_turn: Turn, answer: Turn, candidates: Sequence[Hit], calls: list[ModelCall]
+    ) -> tuple[Reading, list[Proposal]]:
+        builder = PartsBuilder().text("## Existing semantic memories\n")
+        builder.text(_render_candidates(candidates) + "\n\n")
+        builder.text("## The exchange\n")
+        images = {ref.id: ref for ref in self.store.images(user_turn.image_ids)}
+        render_turns(builder, [user_turn, answer], images)
+        messages = [Message.text("system", prompt("update_json")), builder.message("user")]
+        result, _ = call_parsed(
+            self.model,
+            messages,
+            parse_update_json,
+            phase=Phase.UPDATE,
+            purpose="update",
+            settings=self.settings,
+            calls=calls,
+            schema=UPDATE_SCHEMA,
+        )
+        return result
+
+    def _turn_tags(
+        self,
+        user_id: str,
+        user_turn: Turn,
+        answer: Turn,
+        candidates: Sequence[Hit],
+        report: UpdateReport,
+    ) -> tuple[Reading, list[Proposal]]:
+        # The reference's two calls: the personality reading over the recent conversation,
+        # then one semantic candidate for the latest exchange.
+        recent = self.store.turns(user_id, session_id=user_turn.session_id, end=answer.time)
+        images = {ref.id: ref for ref in self.store.images(_image_ids(recent))}
+        builder = PartsBuilder().text("## Conversation\n")
+        render_turns(builder, recent[-20:], images)
+        reading, _ = call_parsed(
+            self.model,
+            [Message.text("system", prompt("personality_tags")), builder.message("user")],
+            parse_reading_tags,
+            phase=Phase.UPDATE,
+            purpose="personality",
+            settings=self.settings,
+            calls=report.calls,
+        )
+        head = (
+            "## Existing memories\n" + _render_candidates(candidates) + "\n\n## Latest exchange\n"
+        )
+        builder = self._exchange_message(head, user_turn, answer)
+        proposal, _ = call_parsed(
+            self.model,
+            [Message.text("system", prompt("semantic_tags")), builder.message("user")],
+            parse_semantic_tags,
+            phase=Phase.UPDATE,
+            purpose="semantic",
+            settings=self.settings,
+            calls=report.calls,
+        )
+        return reading, [] if proposal is None else [proposal]
+
+    def _plan_semantic(
+        self, user_id: str, proposals: Sequence[Proposal], candidates: Sequence[Hit], turn: Turn
+    ) -> _Plan:
+        shown = {hit.memory.id: hit.memory for hit in candidates}
+        ops: list[MemoryOp] = []
+        changes: list[MemoryChange] = []
+        skipped: list[MemoryChange] = []
+        touched: set[int] = set()
+        added: set[str] = set()
+        for p in proposals:
+            change, op = self._check_proposal(user_id, p, shown, touched, added, turn)
+            if op is None:
+                skipped.append(change)
+                continue
+            ops.append(op)
+            changes.append(change)
+        return _Plan(ops, changes + skipped)
+
+    def _check_proposal(
+        self,
+        user_id: str,
+        p: Proposal,
+        shown: dict[int, Memory],
+        touched: set[int],
+        added: set[str],
+        turn: Turn,
+    ) -> tuple[MemoryChange, MemoryOp | None]:
+        def noop(note: str) -> tuple[MemoryChange, None]:
+            return MemoryChange("noop", "semantic", p.memory_id, p.content, note), None
+
+        if p.op == "NOOP":
+            return noop("the model proposed no change")
+        if p.op == "ADD":
+            assert p.content is not None
+            duplicate = self._active_duplicate(user_id, p.content)
+            if duplicate is not None or _norm(p.content) in added:
+                return noop(f"repeats active memory {duplicate or 'added in this update'}")
+            added.add(_norm(p.content))
+            images = turn.image_ids if p.attach_images else ()
+            op = AddOp("semantic", p.content, None, p.keywords, (turn.id,), images, turn.time)
+            return MemoryChange("add", "semantic", None, p.content), op
+        assert p.memory_id is not None
+        if p.memory_id not in shown:
+            return noop(f"memory {p.memory_id} was not among the memories shown; dropped")
+        if p.memory_id in touched:
+            return noop(f"memory {p.memory_id} was already changed in this update; dropped")
+        touched.add(p.memory_id)
+        if p.op == "INVALIDATE":
+            return MemoryChange(
+                "invalidate", "semantic", p.memory_id, shown[p.memory_id].content
+            ), InvalidateOp(p.memory_id, turn.time)
+        assert p.content is not None
+        if _norm(p.content) == _norm(shown[p.memory_id].content):
+            return noop(f"the update leaves memory {p.memory_id} as it is")
+        keywords = p.keywords or None
+        update = UpdateOp(p.memory_id, p.content, keywords, (turn.id,), turn.time)
+        return MemoryChange("update", "semantic", p.memory_id, p.content), update
+
+    def _active_duplicate(self, user_id: str, content: str) -> int | None:
+        """An active semantic memory saying the same thing (same words, case, spacing and
+        final punctuation aside). Found by search: a repeat ranks at the top of both lists."""
+        hits = self.store.search(user_id, content, types=["semantic"], k=5)
+        wanted = _norm(content)
+        return next((h.memory.id for h in hits if _norm(h.memory.content) == wanted), None)
+
+    # ------------------------------------------------------------------ session close
+
+    def _session(self, job: UpdateJob, report: UpdateReport) -> None:
+        assert job.session_id is not None
+        turns = self.store.turns(job.user_id, session_id=job.session_id, limit=100_000)
+        if not turns:  # the user deleted the turns since; nothing to summarise
+            self.store.finish_job(job.id)
+            return
+        exchanges = _exchanges(turns)
+        session = self._session_message(exchanges)
+        topics = self._topics(session, report.calls)
+        ops, changes, dropped = _episodic_ops(topics, exchanges)
+        core = self.store.list(job.user_id, types=["core"], limit=1000)
+        procedural = self.store.list(job.user_id, types=["procedural"], limit=1000)
+        core_kv, procedural_kv = self._consolidate(session, core, procedural, report.calls)
+        end = turns[-1].time
+        source = tuple(t.id for t in turns)
+        for kind, entries, current in (
+            (MemoryType.CORE, core_kv, core),
+            (MemoryType.PROCEDURAL, procedural_kv, procedural),
+        ):
+            keyed_ops, keyed_changes = _keyed_ops(kind, entries, current, source, end)
+            ops += keyed_ops
+            changes += keyed_changes
+        applied = self.store.apply(job.user_id, ops, actor="agent", finish_job=job.id)
+        report.changes = _with_ids(changes, applied) + dropped
+
+    def _session_message(self, exchanges: Sequence[Sequence[Turn]]) -> PartsBuilder:
+        ids = [i for pair in exchanges for t in pair for i in t.image_ids]
+        images = {ref.id: ref for ref in self.store.images(ids)}
+        builder = PartsBuilder().text("## Session\n")
+        for index, pair in enumerate(exchanges):
+            builder.text(f"[{index}] ")
+            render_turns(builder, pair, images)
+        return builder
+
+    def _topics(self, session: PartsBuilder, calls: list[ModelCall]) -> list[Topic]:
+        json_protocol = self.protocol is Protocol.JSON
+        result, _ = call_parsed(
+            self.model,
+            [
+                Message.text(
+                    "system", prompt("episodic_json" if json_protocol else "episodic_tags")
+                ),
+                session.message("user"),
+            ],
+            parse_episodic_json if json_protocol else parse_episodic_tags,
+            phase=Phase.SESSION,
+            purpose="episodic",
+            settings=self.settings,
+            calls=calls,
+            schema=EPISODIC_SCHEMA if json_protocol else None,
+        )
+        return result
+
+    def _consolidate(
+        self,
+        session: PartsBuilder,
+        core: Sequence[Memory],
+        procedural: Sequence[Memory],
+        calls: list[ModelCall],
+    ) -> tuple[list[KeyValue], list[KeyValue]]:
+        memory = (
+            f"## Current core memory\n{render_core(core)}\n\n"
+            f"## Current procedural memory\n{render_core(procedural)}\n\n"
+        )
+        user = _prefixed(memory, session)
+        if self.protocol is Protocol.JSON:
+            result, _ = call_parsed(
+                self.model,
+                [Message.text("system", prompt("consolidate_json")), user],
+                parse_consolidation_json,
+                phase=Phase.SESSION,
+                purpose="consolidate",
+                settings=self.settings,
+                calls=calls,
+                schema=CONSOLIDATE_SCHEMA,
+            )
+            return result
+        found = []
+        for name in ("core", "procedural"):
+            pairs, _ = call_parsed(
+                self.model,
+                [Message.text("system", prompt(f"{name}_tags")), user],
+                parse_key_values,
+                phase=Phase.SESSION,
+                purpose=name,
+                settings=self.settings,
+                calls=calls,
+            )
+            found.append([KeyValue(k, v or None) for k, v in pairs])
+        return found[0], found[1]
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _render_candidates(candidates: Sequence[Hit]) -> str:
+    if not candidates:
+        return "(none)"
+    return "\n".join(
+        f"[id {h.memory.id}] (since {display_time(h.memory.valid_from)}) {escape(h.memory.content)}"
+        for h in candidates
+    )
+
+
+def _prefixed(text: str, session: PartsBuilder) -> Message:
+    return PartsBuilder().text(text).extend(session.message("user")).message("user")
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().rstrip(".!").casefold()
+
+
+def _image_ids(turns: Sequence[Turn]) -> list[str]:
+    return list(dict.fromkeys(i for t in turns for i in t.image_ids))
+
+
+def _exchanges(turns: Sequence[Turn]) -> list[list[Turn]]:
+    """A session as the reference numbers it: one entry per user turn with its replies."""
+    exchanges: list[list[Turn]] = []
+    for turn in turns:
+        if turn.role == "user" or not exchanges:
+            exchanges.append([turn])
+        else:
+            exchanges[-1].append(turn)
+    return exchanges
+
+
+def _episodic_ops(
+    topics: Sequence[Topic], exchanges: Sequence[Sequence[Turn]]
+) -> tuple[list[MemoryOp], list[MemoryChange], list[MemoryChange]]:
+    """One episodic memory per topic over the turns of its exchanges; the changes for the
+    ops, and the topics dropped (naming no exchange of the session) with their notes."""
+    ops: list[MemoryOp] = []
+    changes: list[MemoryChange] = []
+    dropped: list[MemoryChange] = []
+    for topic in topics:
+        valid = [i for i in dict.fromkeys(topic.exchanges) if 0 <= i < len(exchanges)]
+        if not valid:
+            note = f"topic names no exchange of this session ({list(topic.exchanges)}); dropped"
+            dropped.append(MemoryChange("noop", "episodic", None, topic.summary, note))
+            continue
+        turn_ids = tuple(t.id for i in sorted(valid) for t in exchanges[i])
+        ops.append(AddOp("episodic", topic.summary, None, topic.keywords, turn_ids))
+        bad = sorted(set(topic.exchanges) - set(valid))
+        ignored = f"ignored exchange numbers {bad} (not in this session)" if bad else None
+        changes.append(MemoryChange("add", "episodic", None, topic.summary, ignored))
+    return ops, changes, dropped
+
+
+def _keyed_ops(
+    kind: MemoryType,
+    entries: Sequence[KeyValue],
+    current: Sequence[Memory],
+    source: tuple[int, ...],
+    end: datetime,
+) -> tuple[list[MemoryOp], list[MemoryChange]]:
+    """Per-key operations: set a key whose value changed, remove a key given as null.
+    Keys the model leaves out stay as they are (an omission is not a deletion)."""
+    held = {m.key: m for m in current}
+    ops: list[MemoryOp] = []
+    changes: list[MemoryChange] = []
+    limit = MAX_PROCEDURAL if kind is MemoryType.PROCEDURAL else None
+    for entry in list(dict((e.key, e) for e in entries).values())[:limit]:
+        old = held.get(entry.key)
+        if entry.value is None:
+            if old is not None:
+                ops.append(InvalidateOp(old.id, end))
+                changes.append(MemoryChange("invalidate", kind.value, old.id, old.content))
+            continue
+        if old is not None and _norm(old.content) == _norm(entry.value):
+            continue
+        ops.append(AddOp(kind, entry.value, entry.key, (), source, (), end))
+        changes.append(MemoryChange("add", kind.value, None, f"{entry.key}: {entry.value}"))
+    return ops, changes
+
+
+def _with_ids(changes: list[MemoryChange], applied: Sequence[Memory]) -> list[MemoryChange]:
+    """Fill in the ids of the memories the applied operations produced (they come first in
+    `changes`, in order)."""
+    result = []
+    for index, change in enumerate(changes):
+        if index < len(applied) and change.op != "noop":
+            change = MemoryChange(
+                change.op, change.memory_type, applied[index].id, change.content, change.note
+            )
+        result.append(change)
+    return result
