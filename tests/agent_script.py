@@ -160,7 +160,9 @@ class AgentScript:
     episodic: Script = no_topics
     consolidate: Script = no_consolidation
     personality: Script = lambda req: "\n".join(f'"{t}": 3' for t in TRAITS)
-    semantic: Script = lambda req: '"reason": small talk\n"decision": false\n"content": \n"keywords": '
+    semantic: Script = lambda req: (
+        '"reason": small talk\n"decision": false\n"content": \n"keywords": '
+    )
     core: Script = lambda req: ""
     procedural: Script = lambda req: ""
     seen: list[tuple[str, Req]] = field(default_factory=list)

@@ -17,11 +17,11 @@ import pytest
 from agent_script import AgentScript, Req, answer, op, retrieve, update
 from helpers import write_png
 from personavlm.agent import AgentConfig, Assistant, FailureStep, RetrieveStep
-from personavlm.embed import HashingEmbedder
 from personavlm.memory import MemoryStore
 from personavlm.memory.records import MemoryStatus
 from personavlm.models import OpenAIChatModel
-from personavlm.personality import PersonalityState, Reading, update as pem_update
+from personavlm.personality import PersonalityState
+from personavlm.personality import update as pem_update
 from personavlm.testing import ScriptedOpenAIServer
 
 
@@ -69,8 +69,16 @@ def week_episodes(req: Req) -> str:
         return json.dumps(
             {
                 "topics": [
-                    {"summary": "The user showed a photo of her dog Bobby.", "keywords": ["dog"], "turns": [0]},
-                    {"summary": "The user said she drinks Sprite daily.", "keywords": ["drink"], "turns": [1]},
+                    {
+                        "summary": "The user showed a photo of her dog Bobby.",
+                        "keywords": ["dog"],
+                        "turns": [0],
+                    },
+                    {
+                        "summary": "The user said she drinks Sprite daily.",
+                        "keywords": ["drink"],
+                        "turns": [1],
+                    },
                 ]
             }
         )
@@ -111,7 +119,9 @@ def test_five_weeks_of_one_user(
     photo = write_png(tmp_path / "bobby.png")
     assistant = make_assistant(store, model)
 
-    first = assistant.respond("ann", "This is my dog Bobby.", images=[photo], time="2024-03-04 10:00")
+    first = assistant.respond(
+        "ann", "This is my dog Bobby.", images=[photo], time="2024-03-04 10:00"
+    )
     assert first.answer == "Nice!"
     [report] = first.trace.updates
     assert report.status == "applied"
@@ -139,9 +149,7 @@ def test_five_weeks_of_one_user(
 
     # The session close made episodic topics pointing at the right turns of session 1.
     session_turns = store.turns("ann", end="2024-03-05 00:00")
-    topics = [
-        m for m in store.list("ann", types=["episodic"]) if m.content.startswith("The user ")
-    ]
+    topics = [m for m in store.list("ann", types=["episodic"]) if m.content.startswith("The user ")]
     assert [t.content for t in topics] == [
         "The user showed a photo of her dog Bobby.",
         "The user said she drinks Sprite daily.",

@@ -10,7 +10,8 @@
 searches), then stores the exchange and its update job in one transaction. With
 `update="inline"` the update phase runs right away and its report is in the trace; with
 `update="background"` a worker thread runs it and `respond` returns as soon as the exchange is
-stored. Either way the job is durable: see agent/worker.py.
+stored; with `update="queue"` it is only queued, for a `personavlm worker` process. Either way
+the job is durable: see agent/worker.py.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from personavlm.timeutil import local_now, parse_time, to_storage
 
 __all__ = ["AgentConfig", "Assistant", "Response"]
 
-UpdateMode = Literal["inline", "background"]
+# inline: run the update before respond returns; background: a worker thread in this process
+# runs it; queue: only queue it (a `personavlm worker` process runs the queue).
+UpdateMode = Literal["inline", "background", "queue"]
 
 _RETRIEVED_TYPES = (MemoryType.SEMANTIC, MemoryType.EPISODIC, MemoryType.PROCEDURAL)
 
@@ -63,8 +66,10 @@ class AgentConfig:
             raise ValidationError(
                 f"max_retrievals must be an integer in 0..10, got {self.max_retrievals!r}"
             )
-        if self.update not in ("inline", "background"):
-            raise ValidationError(f"update must be 'inline' or 'background', got {self.update!r}")
+        if self.update not in ("inline", "background", "queue"):
+            raise ValidationError(
+                f"update must be 'inline', 'background' or 'queue', got {self.update!r}"
+            )
         if self.max_tokens < 1:
             raise ValidationError(f"max_tokens must be >= 1, got {self.max_tokens}")
 
@@ -107,7 +112,8 @@ class Assistant:
         self.close()
 
     def close(self) -> None:
-        """Stop the background worker (pending jobs stay queued for the next run)."""
+        """Stop the background worker; later updates are only queued (pending jobs stay
+        queued for the next worker)."""
         if self._background is not None:
             self._background.stop()
             self._background = None
@@ -193,8 +199,9 @@ class Assistant:
         job_id = self.store.close_session(user_id)
         if job_id is None:
             return []
-        if self._background is not None:
-            self._background.notify()
+        if self.config.update != "inline":
+            if self._background is not None:
+                self._background.notify()
             return [UpdateReport(job_id, "session", "queued")]
         return self.worker.drain(user_id, ignore_backoff=True)
 
@@ -207,8 +214,9 @@ class Assistant:
     # ------------------------------------------------------------------ internals
 
     def _after_exchange(self, user_id: str, exchange: Exchange) -> list[UpdateReport]:
-        if self._background is not None:
-            self._background.notify()
+        if self.config.update != "inline":
+            if self._background is not None:
+                self._background.notify()
             return [UpdateReport(exchange.job_id, "turn", "queued")]
         # Inline: run this user's queue now, earlier failed jobs included (the caller is
         # waiting for the update anyway, and a model that recovered should catch up).
