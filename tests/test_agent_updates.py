@@ -295,3 +295,30 @@ def test_first_message_needs_no_memory(
     step = next(s for s in result.trace.steps if isinstance(s, RetrieveStep))
     assert step.hits == ()
     assert result.answer == "Hello!"
+
+
+def test_one_users_failing_update_does_not_hold_up_other_users(
+    store: MemoryStore, model: OpenAIChatModel, script: AgentScript
+) -> None:
+    script.update = lambda req: refusing(req) if "ann" in req.all_text else update()
+    assistant = Assistant(store, model, AgentConfig(update="queue"))
+    assistant.respond("ann", "I am ann", time="2024-03-04 10:00")
+    assistant.respond("ann", "still ann", time="2024-03-04 10:01")
+    assistant.respond("bo", "I am bo", time="2024-03-04 10:00")
+    reports = assistant.run_pending()
+    assert [(r.user_id, r.status) for r in reports] == [("ann", "failed"), ("bo", "applied")]
+    assert store.queue_status("ann").pending == 2  # the second waits behind the first
+
+
+def test_imported_exchange_with_an_empty_reply_is_recorded(
+    store: MemoryStore, model: OpenAIChatModel
+) -> None:
+    exchange, reports = Assistant(store, model).record(
+        "ann", "Here is my dog.", "", time="2024-03-04 10:00", ext_id="s0t0"
+    )
+    assert exchange is not None and exchange.assistant_turn.text == ""
+    assert [r.status for r in reports] == ["applied"]
+    again, _ = Assistant(store, model).record(
+        "ann", "Here is my dog.", "", time="2024-03-04 10:00", ext_id="s0t0"
+    )
+    assert again is None  # idempotent by id

@@ -174,8 +174,10 @@ class Assistant:
         replayed, no response phase) and run or queue its update like `respond` does.
         Idempotent by `ext_id` (turn ids `<ext_id>:user` and `<ext_id>:assistant`)."""
         check_user_id(user_id)
-        refs = [self.store.store_image(source) for source in images]
+        check_text(text, field="user text", allow_empty=bool(images))
+        check_text(answer, field="assistant reply", allow_empty=True)
         when = parse_time(time)
+        refs = [self.store.store_image(source) for source in images]
         user_turn = TurnInput.create(
             time=when,
             role="user",
@@ -202,7 +204,7 @@ class Assistant:
         if self.config.update != "inline":
             if self._background is not None:
                 self._background.notify()
-            return [UpdateReport(job_id, "session", "queued")]
+            return [UpdateReport(job_id, user_id, "session", "queued")]
         return self.worker.drain(user_id, ignore_backoff=True)
 
     def run_pending(
@@ -217,14 +219,14 @@ class Assistant:
         if self.config.update != "inline":
             if self._background is not None:
                 self._background.notify()
-            return [UpdateReport(exchange.job_id, "turn", "queued")]
+            return [UpdateReport(exchange.job_id, user_id, "turn", "queued")]
         # Inline: run this user's queue now, earlier failed jobs included (the caller is
         # waiting for the update anyway, and a model that recovered should catch up).
         reports = self.worker.drain(user_id, ignore_backoff=True)
         if not any(r.job_id == exchange.job_id for r in reports):
             blocked = next((r for r in reports if r.status == "failed"), None)
             note = f"waits behind failed job {blocked.job_id}" if blocked else "still queued"
-            reports.append(UpdateReport(exchange.job_id, "turn", "queued", error=note))
+            reports.append(UpdateReport(exchange.job_id, user_id, "turn", "queued", error=note))
         return reports
 
     def _check_order(self, user_id: str, when: datetime) -> None:

@@ -163,6 +163,7 @@ class UpdateReport:
     behind an earlier job) or failed (stays queued and is retried)."""
 
     job_id: int
+    user_id: str
     kind: str  # "turn" or "session"
     status: str
     changes: list[MemoryChange] = field(default_factory=list)
@@ -174,6 +175,7 @@ class UpdateReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "job_id": self.job_id,
+            "user_id": self.user_id,
             "kind": self.kind,
             "status": self.status,
             "changes": [c.to_dict() for c in self.changes],

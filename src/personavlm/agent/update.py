@@ -74,7 +74,7 @@ class UpdatePhase:
     def run(self, job: UpdateJob) -> UpdateReport:
         """Do one claimed job and finish it; model and store errors propagate (the caller
         records the failure on the job, which stays queued)."""
-        report = UpdateReport(job.id, job.kind.value, "applied")
+        report = UpdateReport(job.id, job.user_id, job.kind.value, "applied")
         if job.kind is JobKind.TURN:
             self._turn(job, report)
         else:

@@ -15,6 +15,7 @@ import socket
 import threading
 import traceback
 import uuid
+from collections.abc import Callable
 
 from personavlm.agent.trace import UpdateReport
 from personavlm.agent.update import UpdatePhase
@@ -43,11 +44,19 @@ class Worker:
         self.lease_s = lease_s
 
     def run_once(
-        self, user_id: str | None = None, *, ignore_backoff: bool = False
+        self,
+        user_id: str | None = None,
+        *,
+        ignore_backoff: bool = False,
+        skip_users: frozenset[str] = frozenset(),
     ) -> UpdateReport | None:
-        """Run the next runnable job; None when there is none."""
+        """Run the next runnable job (not of `skip_users`); None when there is none."""
         job = self.store.claim_job(
-            self.name, lease_s=self.lease_s, user_id=user_id, ignore_backoff=ignore_backoff
+            self.name,
+            lease_s=self.lease_s,
+            user_id=user_id,
+            ignore_backoff=ignore_backoff,
+            skip_users=skip_users,
         )
         if job is None:
             return None
@@ -58,27 +67,42 @@ class Worker:
         except Exception as exc:  # a bug must not lose the job either: record it, retry later
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
         self.store.fail_job(job, error)
-        return UpdateReport(job.id, job.kind.value, "failed", error=error)
+        return UpdateReport(job.id, job.user_id, job.kind.value, "failed", error=error)
 
     def drain(
         self, user_id: str | None = None, *, ignore_backoff: bool = False
     ) -> list[UpdateReport]:
-        """Run jobs until none is runnable, stopping at the first failure (a user's later
-        jobs wait behind a failed one)."""
+        """Run jobs until none is runnable. A user whose job fails is skipped for the rest of
+        the drain (their later jobs wait behind the failed one); other users go on."""
         reports: list[UpdateReport] = []
-        while (report := self.run_once(user_id, ignore_backoff=ignore_backoff)) is not None:
+        failed: set[str] = set()
+        while True:
+            report = self.run_once(
+                user_id, ignore_backoff=ignore_backoff, skip_users=frozenset(failed)
+            )
+            if report is None:
+                return reports
             reports.append(report)
             if report.status == "failed":
-                break
-        return reports
+                failed.add(report.user_id)
 
-    def serve(self, stop: threading.Event, *, wake: threading.Event, poll_s: float = 2.0) -> None:
-        """Run jobs until `stop` is set; sleep `poll_s` (or until `wake`) when idle."""
+    def serve(
+        self,
+        stop: threading.Event,
+        *,
+        wake: threading.Event,
+        poll_s: float = 2.0,
+        on_report: Callable[[UpdateReport], None] | None = None,
+    ) -> None:
+        """Run jobs until `stop` is set; sleep `poll_s` (or until `wake`) when idle. Each
+        job's report goes to `on_report` (a CLI prints it)."""
         while not stop.is_set():
-            ran = self.run_once()
-            if ran is None:
+            report = self.run_once()
+            if report is None:
                 wake.wait(poll_s)
                 wake.clear()
+            elif on_report is not None:
+                on_report(report)
 
 
 class BackgroundWorker:

@@ -116,6 +116,7 @@ def claim(
     lease_s: float,
     user_id: str | None = None,
     ignore_backoff: bool = False,
+    skip_users: frozenset[str] = frozenset(),
 ) -> UpdateJob | None:
     """Take the next runnable job (oldest first, each user's jobs in order) inside the
     caller's write transaction; None when nothing is runnable now."""
@@ -133,6 +134,9 @@ def claim(
     if user_id is not None:
         sql += " AND j.user_id = ?"
         params.append(user_id)
+    if skip_users:
+        sql += f" AND j.user_id NOT IN ({','.join('?' * len(skip_users))})"
+        params.extend(sorted(skip_users))
     row = conn.execute(sql + " ORDER BY j.id LIMIT 1", params).fetchone()
     if row is None:
         return None

@@ -553,11 +553,17 @@ class MemoryStore:
         lease_s: float = 600.0,
         user_id: str | None = None,
         ignore_backoff: bool = False,
+        skip_users: frozenset[str] = frozenset(),
     ) -> jobs.UpdateJob | None:
         """The next runnable update job, leased to `worker` (see memory/jobs.py)."""
         with self._db.write() as conn:
             return jobs.claim(
-                conn, worker, lease_s=lease_s, user_id=user_id, ignore_backoff=ignore_backoff
+                conn,
+                worker,
+                lease_s=lease_s,
+                user_id=user_id,
+                ignore_backoff=ignore_backoff,
+                skip_users=skip_users,
             )
 
     def finish_job(self, job_id: int) -> None:
@@ -572,6 +578,20 @@ class MemoryStore:
     def queue_status(self, user_id: str | None = None) -> jobs.QueueStatus:
         with self._db.read() as conn:
             return jobs.status(conn, user_id)
+
+    def count(
+        self, user_id: str, *, status: MemoryStatus | str | None = MemoryStatus.ACTIVE
+    ) -> dict[str, int]:
+        """How many memories the user has per type (of `status`; None counts every status)."""
+        sql = "SELECT type, count(*) FROM memories WHERE user_id = ?"
+        params: builtins.list[object] = [user_id]
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(check_status(status).value)
+        with self._db.read() as conn:
+            _require_user(conn, user_id)
+            found = dict(conn.execute(sql + " GROUP BY type", params).fetchall())
+        return {kind.value: int(found.get(kind.value, 0)) for kind in MemoryType}
 
     def has_user(self, user_id: str) -> bool:
         with self._db.read() as conn:

@@ -71,7 +71,10 @@ class TurnInput:
         if caption is not None:
             check_text(caption, field=f"{label} caption")
         has_picture = bool(image_ids) or caption is not None
-        check_text(text, field=f"{label} text", allow_empty=has_picture)
+        # An assistant may reply with nothing (imported histories have such turns); a user
+        # turn needs text or a picture.
+        allow_empty = has_picture or role == "assistant"
+        check_text(text, field=f"{label} text", allow_empty=allow_empty)
         return cls(
             time=parse_time(time, field=f"{label} time"),
             role=role,
