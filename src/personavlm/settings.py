@@ -1,8 +1,9 @@
 """One typed settings object, resolved once at the edge (CLI, server) from flags and env.
 
 Where data lives, in order: `--db PATH|URL`; else PERSONAVLM_DB; else the SQLite file
-`personavlm.db` under PERSONAVLM_HOME (default ~/.local/share/personavlm). Nothing in the
-library reads the environment; it is handed a Settings.
+`personavlm.db` under PERSONAVLM_HOME (default ~/.local/share/personavlm). Which chat model:
+`--model SPEC`, else PERSONAVLM_MODEL; its API key: PERSONAVLM_API_KEY, else OPENAI_API_KEY.
+Nothing in the library reads the environment; it is handed a Settings (and a model spec/key).
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from pathlib import Path
 
 from personavlm.errors import ConfigError
 
-__all__ = ["DEFAULT_EMBEDDER", "Settings", "embedder_name", "load_settings"]
+__all__ = [
+    "DEFAULT_EMBEDDER",
+    "Settings",
+    "api_key",
+    "embedder_name",
+    "load_settings",
+    "model_spec",
+]
 
 DEFAULT_EMBEDDER = "minilm"
 _DEFAULT_HOME = Path("~/.local/share/personavlm")
@@ -50,6 +58,29 @@ def embedder_name(explicit: str | None = None, env: Mapping[str, str] | None = N
     """--embedder, else PERSONAVLM_EMBEDDER, else minilm (for commands that open no store)."""
     environ = os.environ if env is None else env
     return explicit or environ.get("PERSONAVLM_EMBEDDER") or DEFAULT_EMBEDDER
+
+
+def model_spec(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """--model, else PERSONAVLM_MODEL; ConfigError when neither names a model."""
+    environ = os.environ if env is None else env
+    spec = (explicit or "").strip() or environ.get("PERSONAVLM_MODEL", "").strip()
+    if not spec:
+        raise ConfigError(
+            "no chat model given: pass --model openai:<model>@<base_url> (an OpenAI-compatible "
+            "server, e.g. openai:qwen2.5-vl-7b@http://127.0.0.1:8000/v1) or hf:<path> (a local "
+            "checkpoint directory), or set PERSONAVLM_MODEL"
+        )
+    return spec
+
+
+def api_key(env: Mapping[str, str] | None = None) -> str | None:
+    """The model server's API key: PERSONAVLM_API_KEY, else OPENAI_API_KEY, else None."""
+    environ = os.environ if env is None else env
+    for name in ("PERSONAVLM_API_KEY", "OPENAI_API_KEY"):
+        value = environ.get(name, "").strip()
+        if value:
+            return value
+    return None
 
 
 def _sqlite_path(location: str) -> Path:

@@ -1,14 +1,16 @@
-"""`personavlm` top-level commands: ingest, reindex, and the memory / personality / bench
-groups."""
+"""`personavlm` top-level commands: chat, ingest, worker, status, reindex, and the memory /
+personality / bench groups."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 
 import typer
 
-from personavlm.cli import bench_cmd, memory_cmd, personality_cmd
+from personavlm.agent import Protocol
+from personavlm.cli import bench_cmd, chat_cmd, memory_cmd, personality_cmd
 from personavlm.cli.common import (
     DbOption,
     EmbedderOption,
@@ -19,7 +21,9 @@ from personavlm.cli.common import (
     progress_bar,
 )
 from personavlm.errors import ValidationError
+from personavlm.interop import load_history
 from personavlm.memory.ingest import ingest_file
+from personavlm.settings import model_spec
 
 __all__ = ["app", "main"]
 
@@ -34,6 +38,14 @@ app = typer.Typer(
 app.add_typer(memory_cmd.app, name="memory")
 app.add_typer(personality_cmd.app, name="personality")
 app.add_typer(bench_cmd.app, name="bench")
+app.command()(chat_cmd.chat)
+app.command()(chat_cmd.worker)
+app.command()(chat_cmd.status)
+
+
+class IngestFormat(StrEnum):
+    JSONL = "jsonl"
+    PERSONA_MME = "persona-mme"
 
 
 def sample_conversation() -> Path:
@@ -44,21 +56,63 @@ def sample_conversation() -> Path:
 @app.command()
 def ingest(
     file: Path | None = typer.Argument(
-        None, help="JSONL of turns: {id, time, role, speaker?, text, images?, caption?}."
+        None,
+        help="JSONL of turns: {id, time, role, speaker?, text, images?, caption?}; with "
+        "--format persona-mme, a Persona-MME history JSON.",
     ),
     user: str = typer.Option(..., "--user", help="Whose memory the turns go into."),
     sample: bool = typer.Option(False, "--sample", help="Ingest the bundled sample instead."),
+    file_format: IngestFormat = typer.Option(
+        IngestFormat.JSONL,
+        "--format",
+        help="jsonl: append turns to the log. persona-mme: replay a benchmark history through "
+        "the assistant's update phase (needs --model).",
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="persona-mme only: the chat model that runs the update phase, "
+        "openai:<model>@<base_url> or hf:<dir>. Default: $PERSONAVLM_MODEL.",
+        show_default=False,
+    ),
+    images: Path | None = typer.Option(
+        None,
+        "--images",
+        help="persona-mme only: the folder holding the history's images "
+        "(default: the history file's folder).",
+        show_default=False,
+    ),
+    protocol: Protocol | None = typer.Option(
+        None,
+        "--protocol",
+        help="persona-mme only: how the model writes updates, json (default) or tags.",
+        show_default=False,
+    ),
     db: str | None = DbOption,
     embedder: str | None = EmbedderOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Append turns to a user's log and make each retrievable. Idempotent by turn id.
 
+    With --format persona-mme, every exchange of the history is recorded in order and its
+    stored reply replayed through the update phase (personality, semantic memory; sessions
+    close on the 60-minute rule, the last one at the end). A failed update does not stop the
+    ingest: it stays queued for `personavlm worker`.
+
     Example: personavlm ingest --user ann chats.jsonl
+    (or: personavlm ingest --format persona-mme --user u017 u017.json --model openai:m@URL)
     """
     with fail_on_errors():
         if (file is None) == (not sample):
             raise ValidationError("give either a FILE or --sample")
+        if file_format is IngestFormat.PERSONA_MME:
+            if sample:
+                raise ValidationError("--sample is a jsonl file; give a history FILE instead")
+            assert file is not None
+            _ingest_history(file, user, model, images, protocol, db, embedder, as_json)
+            return
+        if model is not None or images is not None or protocol is not None:
+            raise ValidationError("--model, --images and --protocol apply to --format persona-mme")
         path = sample_conversation() if sample else file
         assert path is not None
         with (
@@ -72,6 +126,28 @@ def ingest(
             text=f"{report.added} turns added, {report.skipped} already stored; "
             f"user {user!r} has {report.sessions} sessions ({store.path})",
         )
+
+
+def _ingest_history(
+    path: Path,
+    user: str,
+    model: str | None,
+    images: Path | None,
+    protocol: Protocol | None,
+    db: str | None,
+    embedder: str | None,
+    as_json: bool,
+) -> None:
+    spec = model_spec(model)
+    history = load_history(path, image_dir=images)  # checked whole before anything is written
+    with (
+        open_store(db, embedder, create=True) as store,
+        progress_bar(history.turn_count, "replaying", as_json=as_json) as advance,
+    ):
+        report = chat_cmd.ingest_persona_mme(
+            store, user, history, spec=spec, protocol=protocol or Protocol.JSON, progress=advance
+        )
+    emit(report, as_json=as_json, text=chat_cmd.persona_mme_text(report))
 
 
 @app.command()
