@@ -93,6 +93,7 @@ ProtocolOption = typer.Option(
 class UpdateChoice(StrEnum):
     INLINE = "inline"
     BACKGROUND = "background"
+    QUEUE = "queue"
 
 
 _PREVIEW_CHARS = 100
@@ -389,7 +390,8 @@ def chat(
         UpdateChoice.INLINE,
         "--update",
         help="inline: update memory after each answer; background: in a worker thread "
-        "(what is left at exit stays queued for `personavlm worker`).",
+        "(what is left at exit stays queued for `personavlm worker`); queue: only queue "
+        "updates, for a `personavlm worker` process.",
     ),
     db: str | None = DbOption,
     embedder: str | None = EmbedderOption,
@@ -407,12 +409,8 @@ def chat(
     Example: personavlm chat --user ann --model openai:qwen2.5-vl-7b@http://127.0.0.1:8000/v1
     """
     with fail_on_errors():
-        background = update is UpdateChoice.BACKGROUND
-        config = AgentConfig(
-            protocol=protocol,
-            max_retrievals=max_retrievals,
-            update="background" if background else "inline",
-        )
+        background = update is not UpdateChoice.INLINE
+        config = AgentConfig(protocol=protocol, max_retrievals=max_retrievals, update=update.value)
         spec = model_spec(model)
         out = TurnPrinter(as_json)
         with (
