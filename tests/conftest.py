@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from agent_script import AgentScript
 from personavlm.embed import Embedder, HashingEmbedder, MiniLMEmbedder
 from personavlm.memory import MemoryStore
+from personavlm.models import OpenAIChatModel
+from personavlm.testing import ScriptedOpenAIServer
 
 
 @pytest.fixture(autouse=True)
@@ -31,3 +34,21 @@ def minilm() -> Embedder:
     embedder = MiniLMEmbedder()
     embedder.encode(["warm up"])
     return embedder
+
+
+@pytest.fixture
+def script() -> AgentScript:
+    """The scripted model's behaviour; a test sets its handlers (tests/agent_script.py)."""
+    return AgentScript()
+
+
+@pytest.fixture
+def server(script: AgentScript) -> Iterator[ScriptedOpenAIServer]:
+    with ScriptedOpenAIServer(script) as running:
+        yield running
+
+
+@pytest.fixture
+def model(server: ScriptedOpenAIServer) -> OpenAIChatModel:
+    """The real OpenAI client against the scripted server, without retries."""
+    return OpenAIChatModel("scripted", server.base_url, max_retries=0)

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from agent_script import AgentScript, Req, answer, op, retrieve, update
 from helpers import write_png
@@ -22,23 +19,6 @@ from personavlm.memory.records import MemoryStatus
 from personavlm.models import OpenAIChatModel
 from personavlm.personality import PersonalityState
 from personavlm.personality import update as pem_update
-from personavlm.testing import ScriptedOpenAIServer
-
-
-@pytest.fixture
-def script() -> AgentScript:
-    return AgentScript()
-
-
-@pytest.fixture
-def server(script: AgentScript) -> Iterator[ScriptedOpenAIServer]:
-    with ScriptedOpenAIServer(script) as running:
-        yield running
-
-
-@pytest.fixture
-def model(server: ScriptedOpenAIServer) -> OpenAIChatModel:
-    return OpenAIChatModel("scripted", server.base_url, max_retries=0)
 
 
 def make_assistant(store: MemoryStore, model: OpenAIChatModel, **config: object) -> Assistant:

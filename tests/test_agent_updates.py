@@ -8,7 +8,6 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,22 +24,6 @@ from personavlm.memory import MemoryStore
 from personavlm.memory.records import MemoryStatus
 from personavlm.models import OpenAIChatModel
 from personavlm.testing import ScriptedOpenAIServer, ScriptedResponse
-
-
-@pytest.fixture
-def script() -> AgentScript:
-    return AgentScript()
-
-
-@pytest.fixture
-def server(script: AgentScript) -> Iterator[ScriptedOpenAIServer]:
-    with ScriptedOpenAIServer(script) as running:
-        yield running
-
-
-@pytest.fixture
-def model(server: ScriptedOpenAIServer) -> OpenAIChatModel:
-    return OpenAIChatModel("scripted", server.base_url, max_retries=0)
 
 
 def refusing(_: Req) -> ScriptedResponse:

@@ -371,7 +371,7 @@ class MemoryStore:
             with self._db.write() as conn:
                 _ensure_user(conn, user_id)
                 for turn, text, vector in zip(batch, texts, vectors, strict=True):
-                    added += self._append_one(conn, user_id, turn, text, vector, actor)
+                    added += self._append_turn(conn, user_id, turn, text, vector, actor) is not None
             if progress is not None:
                 progress(len(batch))
         with self._db.read() as conn:
@@ -385,18 +385,6 @@ class MemoryStore:
         check_user_id(user_id)
         with self._db.read() as conn:
             return turnlog.new_turns(conn, user_id, turns)
-
-    def _append_one(
-        self,
-        conn: sqlite3.Connection,
-        user_id: str,
-        turn_input: TurnInput,
-        text: str,
-        vector: Vectors,
-        actor: str,
-    ) -> bool:
-        """Append one turn and its episodic entry; False if the turn was already stored."""
-        return self._append_turn(conn, user_id, turn_input, text, vector, actor) is not None
 
     def _append_turn(
         self,
