@@ -121,11 +121,9 @@ class UpdatePhase:
     def _turn_json(
         self, user_turn: Turn, answer: Turn, candidates: Sequence[Hit], calls: list[ModelCall]
     ) -> tuple[Reading, list[Proposal]]:
-        builder = PartsBuilder().text("## Existing semantic memories\n")
-        builder.text(_render_candidates(candidates) + "\n\n")
-        builder.text("## The exchange\n")
-        images = {ref.id: ref for ref in self.store.images(user_turn.image_ids)}
-        render_turns(builder, [user_turn, answer], images)
+        shown = _render_candidates(candidates)
+        head = f"## Existing semantic memories\n{shown}\n\n## The exchange\n"
+        builder = self._exchange_message(head, user_turn, answer)
         messages = [Message.text("system", prompt("update_json")), builder.message("user")]
         result, _ = call_parsed(
             self.model,

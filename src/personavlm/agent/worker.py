@@ -93,11 +93,12 @@ class Worker:
         wake: threading.Event,
         poll_s: float = 2.0,
         on_report: Callable[[UpdateReport], None] | None = None,
+        user_id: str | None = None,
     ) -> None:
-        """Run jobs until `stop` is set; sleep `poll_s` (or until `wake`) when idle. Each
-        job's report goes to `on_report` (a CLI prints it)."""
+        """Run jobs (of all users, or one) until `stop` is set; sleep `poll_s` (or until
+        `wake`) when idle. Each job's report goes to `on_report` (a CLI prints it)."""
         while not stop.is_set():
-            report = self.run_once()
+            report = self.run_once(user_id)
             if report is None:
                 wake.wait(poll_s)
                 wake.clear()

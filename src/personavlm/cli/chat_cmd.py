@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -444,28 +444,29 @@ class _StopFlag:
     aborts at once."""
 
     def __init__(self) -> None:
-        self.set = False
+        self.stop = threading.Event()
+        self.wake = threading.Event()
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.set and signum == signal.SIGINT:
+        if self.stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.set = True
+        self.stop.set()
+        self.wake.set()
         typer.echo("stopping after the job in hand (Ctrl-C again to abort)", err=True)
 
 
 def _serve(assistant: Assistant, user: str | None, poll_s: float, as_json: bool) -> None:
     """Run jobs as they come until SIGINT/SIGTERM; one line per job run."""
-    stop = _StopFlag()
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    flag = _StopFlag()
+    previous = {sig: signal.signal(sig, flag) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while not stop.set:
-            report = assistant.worker.run_once(user)
-            if report is not None:
-                _report_line(report, as_json)
-                continue
-            deadline = time.monotonic() + poll_s
-            while not stop.set and time.monotonic() < deadline:
-                time.sleep(min(0.1, poll_s))
+        assistant.worker.serve(
+            flag.stop,
+            wake=flag.wake,
+            poll_s=poll_s,
+            on_report=lambda report: _report_line(report, as_json),
+            user_id=user,
+        )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
