@@ -26,6 +26,7 @@ KINDS = {
     "Segment the conversation session": "episodic",
     "Update the user's core profile": "core",
     "Update the user's procedural memory": "procedural",
+    "You answer a user's question from your conversation history": "full_context",
 }
 
 TRAITS = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
@@ -165,6 +166,7 @@ class AgentScript:
     )
     core: Script = lambda req: ""
     procedural: Script = lambda req: ""
+    full_context: Script = lambda req: "(a)"
     seen: list[tuple[str, Req]] = field(default_factory=list)
 
     def __call__(self, body: dict[str, Any]) -> str | ScriptedResponse:

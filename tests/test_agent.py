@@ -11,9 +11,12 @@ import base64
 import json
 from pathlib import Path
 
+import pytest
+
 from agent_script import AgentScript, Req, answer, op, retrieve, update
 from helpers import write_png
 from personavlm.agent import AgentConfig, Assistant, FailureStep, RetrieveStep
+from personavlm.errors import ConflictError
 from personavlm.memory import MemoryStore
 from personavlm.memory.records import MemoryStatus
 from personavlm.models import OpenAIChatModel
@@ -280,3 +283,22 @@ def test_operations_on_memories_not_shown_are_dropped(
     [change] = result.trace.updates[0].changes
     assert change.op == "noop" and "not among the memories shown" in (change.note or "")
     assert result.trace.updates[0].status == "applied"
+
+
+def test_ask_answers_from_memory_and_stores_nothing(
+    store: MemoryStore, script: AgentScript, model: OpenAIChatModel
+) -> None:
+    script.update = lambda req: update([op("ADD", "The user's cat is called Miso.")])
+    script.respond = lambda req: (
+        retrieve("cat") if req.steps_so_far == 0 else answer("Your cat is Miso.")
+    )
+    with make_assistant(store, model) as assistant:
+        assistant.record("ann", "My cat is Miso.", "Sweet!", time="2025-03-01 10:00")
+        before = (store.count("ann"), len(store.turns("ann")), store.personality("ann"))
+        text, trace = assistant.ask("ann", "What is my cat called?", time="2025-03-02 10:00")
+        assert text == "Your cat is Miso."
+        assert trace.retrievals == 1 and not trace.updates
+        assert (store.count("ann"), len(store.turns("ann")), store.personality("ann")) == before
+        assert script.kinds().count("update") == 1  # the recorded exchange only
+        with pytest.raises(ConflictError, match="before user 'ann'"):
+            assistant.ask("ann", "And before?", time="2025-02-01 10:00")

@@ -675,6 +675,17 @@ def test_encoder_mismatch_and_reindex(tmp_path: Path) -> None:
 # --------------------------------------------------------------------- bench and help
 
 
+def test_bench_retrieval_writes_a_report_with_recall_curves(cli: Cli, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    report = cli.json(
+        "bench", "retrieval", "--data", str(RETRIEVAL_SMALL), "--embedder", "hashing",
+        "--k", "1,5,10", "--out", str(out), db=False,
+    )  # fmt: skip
+    assert json.loads((out / "report.json").read_text()) == report
+    assert "shipped" in (out / "report.md").read_text()
+    assert (out / "recall_at_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_bench_retrieval_json(cli: Cli) -> None:
     report = cli.json(
         "bench", "retrieval", "--data", str(RETRIEVAL_SMALL), "--embedder", "hashing",

@@ -128,37 +128,28 @@ class Assistant:
         time: str | datetime | None = None,
     ) -> Response:
         """Answer one message; the exchange is stored and its update queued (and run, inline)."""
-        check_user_id(user_id)
-        check_text(text, field="message", allow_empty=bool(images))
-        when = local_now() if time is None else parse_time(time)
-        self._check_order(user_id, when)
-        refs = [self.store.store_image(source) for source in images]
+        when, refs = self._incoming(user_id, text, images, time)
+        answer, trace = self._respond(user_id, text, refs, when)
         user_turn = TurnInput.create(
             time=when, role="user", text=text, image_ids=tuple(r.id for r in refs)
-        )
-        protocol = Protocol(str(self.config.protocol))
-        trace = Trace(protocol.value)
-        messages = [
-            Message.text(
-                "system",
-                prompt(f"response_{protocol.value}", max_retrievals=self.config.max_retrievals),
-            ),
-            self._context(user_id, text, refs, when),
-        ]
-        answer = run_response(
-            self.model,
-            messages,
-            lambda words, start, end, seen: self._search(user_id, words, start, end, seen),
-            protocol=protocol,
-            max_retrievals=self.config.max_retrievals,
-            settings=self.settings,
-            trace=trace,
         )
         reply_turn = TurnInput.create(time=when, role="assistant", text=answer)
         exchange = self.store.record_exchange(user_id, user_turn, reply_turn)
         assert exchange is not None  # new turns have no ids, so they are always stored
         trace.updates = self._after_exchange(user_id, exchange)
         return Response(answer, trace, exchange)
+
+    def ask(
+        self,
+        user_id: str,
+        text: str,
+        images: Sequence[ImageSource] = (),
+        time: str | datetime | None = None,
+    ) -> tuple[str, Trace]:
+        """The response phase alone: answer from memory as of `time` and store nothing (no
+        turn, no update). For evaluation, where a question must not change what is known."""
+        when, refs = self._incoming(user_id, text, images, time)
+        return self._respond(user_id, text, refs, when)
 
     def record(
         self,
@@ -214,6 +205,42 @@ class Assistant:
         return self.worker.drain(user_id, ignore_backoff=ignore_backoff)
 
     # ------------------------------------------------------------------ internals
+
+    def _incoming(
+        self,
+        user_id: str,
+        text: str,
+        images: Sequence[ImageSource],
+        time: str | datetime | None,
+    ) -> tuple[datetime, list[ImageRef]]:
+        check_user_id(user_id)
+        check_text(text, field="message", allow_empty=bool(images))
+        when = local_now() if time is None else parse_time(time)
+        self._check_order(user_id, when)
+        return when, [self.store.store_image(source) for source in images]
+
+    def _respond(
+        self, user_id: str, text: str, refs: Sequence[ImageRef], when: datetime
+    ) -> tuple[str, Trace]:
+        protocol = Protocol(str(self.config.protocol))
+        trace = Trace(protocol.value)
+        messages = [
+            Message.text(
+                "system",
+                prompt(f"response_{protocol.value}", max_retrievals=self.config.max_retrievals),
+            ),
+            self._context(user_id, text, refs, when),
+        ]
+        answer = run_response(
+            self.model,
+            messages,
+            lambda words, start, end, seen: self._search(user_id, words, start, end, seen),
+            protocol=protocol,
+            max_retrievals=self.config.max_retrievals,
+            settings=self.settings,
+            trace=trace,
+        )
+        return answer, trace
 
     def _after_exchange(self, user_id: str, exchange: Exchange) -> list[UpdateReport]:
         if self.config.update != "inline":

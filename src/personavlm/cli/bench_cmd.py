@@ -1,18 +1,26 @@
-"""`personavlm bench ...`: measurements that need no model."""
+"""`personavlm bench ...`: retrieval recall, Persona-MME and PersonaMem accuracy."""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from personavlm import embed
+from personavlm.agent import Protocol
+from personavlm.bench.harness import UserPlan
 from personavlm.bench.retrieval import DEFAULT_KS, load_dataset, run_benchmark
+from personavlm.bench.runs import MODES, RunConfig, execute
+from personavlm.cli.chat_cmd import ModelOption, ProtocolOption, load_model
 from personavlm.cli.common import EmbedderOption, JsonOption, emit, fail_on_errors, progress_bar
 from personavlm.errors import ValidationError
 from personavlm.memory.store import MemoryStore
-from personavlm.settings import embedder_name
+from personavlm.models import ChatModel
+from personavlm.settings import embedder_name, model_spec
 
 __all__ = ["app"]
 
@@ -28,6 +36,9 @@ def retrieval(
         "--keep-db",
         help="Build the store at this path and keep it (default: a temporary "
         "folder, removed afterwards).",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Also write report.json, report.md and recall_at_k.png here."
     ),
     embedder: str | None = EmbedderOption,
     as_json: bool = JsonOption,
@@ -49,6 +60,8 @@ def retrieval(
                 progress_bar(dataset.turn_count, "ingesting", as_json=as_json) as advance,
             ):
                 report = run_benchmark(dataset, store, ks=ks, progress=advance)
+        if out is not None:
+            write_retrieval_report(out, report)
         emit(report, as_json=as_json, text=format_report(report))
 
 
@@ -79,3 +92,241 @@ def _ks(text: str) -> list[int]:
     if not values or any(v < 1 for v in values):
         raise ValidationError(f"--k values must be positive, got {text!r}")
     return values
+
+
+def write_retrieval_report(out: Path, report: dict[str, Any]) -> None:
+    """report.json, report.md (the text table) and recall_at_k.png under `out`."""
+    import json
+
+    from personavlm.bench.charts import recall_curves
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(
+        f"# Retrieval: {report['dataset']}\n\n```\n{format_report(report)}\n```\n",
+        encoding="utf-8",
+    )
+    curves = {
+        name: {k: result["overall"][f"recall@{k}"] for k in report["ks"]}
+        for name, result in report["variants"].items()
+    }
+    recall_curves(out / "recall_at_k.png", f"{report['dataset']}: recall@k", curves)
+
+
+# ------------------------------------------------------------------ question benchmarks
+
+OutOption = typer.Option(
+    ...,
+    "--out",
+    help="Run directory: settings, store, records.jsonl, report.{json,md}, charts. Run the "
+    "same command again to resume an interrupted run.",
+)
+ModeOption = typer.Option(
+    "rag",
+    "--mode",
+    help="rag: the agent (replay with the update phase, then retrieve and answer); "
+    "full-context: the raw history cut to --context-tokens; random and retrieval-only: "
+    "baselines that need no model.",
+)
+MaxRetrievalsOption = typer.Option(3, "--max-retrievals", min=0, max=10)
+ContextTokensOption = typer.Option(
+    131_072, "--context-tokens", help="full-context budget: 32768 or 131072 in the paper."
+)
+TokenizerOption = typer.Option(
+    None,
+    "--tokenizer",
+    help="full-context: count tokens with this tokenizer.json (or model directory); "
+    "default: an estimate of 4 characters per token.",
+)
+ImageTokensOption = typer.Option(
+    296, "--image-tokens", help="full-context: tokens one image costs (Qwen2.5-VL: 296)."
+)
+MaxTokensOption = typer.Option(1024, "--max-tokens", min=1, help="Longest reply, in tokens.")
+SeedOption = typer.Option(0, "--seed", help="Seed of the random and baseline guesses.")
+
+
+@app.command("persona-mme")
+def persona_mme(
+    data: Path = typer.Option(..., "--data", help="Directory with questions.json and samples/."),
+    out: Path = OutOption,
+    mode: str = ModeOption,
+    model: str | None = ModelOption,
+    protocol: Protocol = ProtocolOption,
+    questions: Path | None = typer.Option(
+        None, "--questions", help="Questions file (default: DATA/questions.json)."
+    ),
+    users: int | None = typer.Option(None, "--users", min=1, help="Only the first N users."),
+    max_retrievals: int = MaxRetrievalsOption,
+    context_tokens: int = ContextTokensOption,
+    tokenizer: Path | None = TokenizerOption,
+    image_tokens: int = ImageTokensOption,
+    max_tokens: int = MaxTokensOption,
+    seed: int = SeedOption,
+    embedder: str | None = EmbedderOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Persona-MME accuracy per task and aspect (PAPER.md section 6).
+
+    Example: personavlm bench persona-mme --data synth32k --out runs/mme-rag --mode rag
+    --model openai:qwen2.5-vl-7b@http://127.0.0.1:8000/v1
+    """
+    from personavlm.bench.persona_mme import load_persona_mme
+
+    with fail_on_errors():
+        config = _config(
+            "persona-mme",
+            data,
+            mode,
+            model,
+            protocol,
+            max_retrievals,
+            context_tokens,
+            tokenizer,
+            image_tokens,
+            max_tokens,
+            seed,
+            embedder,
+        )
+        loaded = load_persona_mme(data, questions_file=questions, users=users)
+        describe = {"questions_file": str(loaded.source), "question_records": loaded.questions}
+        report = _run(loaded.plans, out, config, describe, as_json=as_json)
+        emit(report, as_json=as_json, text=_summary(report, out))
+
+
+@app.command()
+def personamem(
+    questions: Path = typer.Option(..., "--questions", help="questions_<size>.csv"),
+    contexts: Path = typer.Option(..., "--contexts", help="shared_contexts_<size>.jsonl"),
+    out: Path = OutOption,
+    mode: str = ModeOption,
+    model: str | None = ModelOption,
+    protocol: Protocol = ProtocolOption,
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N questions."),
+    session_exchanges: int = typer.Option(
+        8, "--session-exchanges", min=1, help="Exchanges per synthetic session."
+    ),
+    max_retrievals: int = MaxRetrievalsOption,
+    context_tokens: int = ContextTokensOption,
+    tokenizer: Path | None = TokenizerOption,
+    image_tokens: int = ImageTokensOption,
+    max_tokens: int = MaxTokensOption,
+    seed: int = SeedOption,
+    embedder: str | None = EmbedderOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """PersonaMem accuracy per question type, scored by option letter.
+
+    Example: personavlm bench personamem --questions questions_32k.csv
+    --contexts shared_contexts_32k.jsonl --out runs/pm --mode retrieval-only
+    """
+    from personavlm.bench.personamem import load_personamem
+
+    with fail_on_errors():
+        config = _config(
+            "personamem",
+            questions,
+            mode,
+            model,
+            protocol,
+            max_retrievals,
+            context_tokens,
+            tokenizer,
+            image_tokens,
+            max_tokens,
+            seed,
+            embedder,
+        )
+        loaded = load_personamem(
+            questions, contexts, session_exchanges=session_exchanges, limit=limit
+        )
+        describe = {
+            "contexts_file": str(contexts),
+            "cut_exchanges": loaded.cut_exchanges,
+            "session_exchanges": session_exchanges,
+        }
+        report = _run(loaded.plans, out, config, describe, as_json=as_json)
+        emit(report, as_json=as_json, text=_summary(report, out))
+
+
+def _config(
+    benchmark: str,
+    data: Path,
+    mode: str,
+    model: str | None,
+    protocol: Protocol,
+    max_retrievals: int,
+    context_tokens: int,
+    tokenizer: Path | None,
+    image_tokens: int,
+    max_tokens: int,
+    seed: int,
+    embedder: str | None,
+) -> RunConfig:
+    if mode not in MODES:
+        raise ValidationError(f"--mode must be one of {', '.join(MODES)}; got {mode!r}")
+    needs_model = mode in ("rag", "full-context")
+    return RunConfig(
+        benchmark=benchmark,
+        data=str(data.resolve()),
+        mode=mode,
+        embedder=embedder_name(embedder),
+        model=model_spec(model) if needs_model else None,
+        protocol=protocol.value,
+        max_retrievals=max_retrievals,
+        context_tokens=context_tokens,
+        tokenizer=str(tokenizer.resolve()) if tokenizer else None,
+        image_tokens=image_tokens,
+        max_tokens=max_tokens,
+        seed=seed,
+    )
+
+
+def _run(
+    plans: tuple[UserPlan, ...],
+    out: Path,
+    config: RunConfig,
+    describe: dict[str, Any],
+    *,
+    as_json: bool,
+) -> dict[str, Any]:
+    items = sum(len(p.items) for p in plans)
+    with (
+        _opened_model(config.model) as model,
+        progress_bar(items, "questions", as_json=as_json) as advance,
+    ):
+        return execute(
+            plans,
+            out,
+            config,
+            model=model,
+            embedder=embed.load(config.embedder),
+            describe=describe,
+            progress=advance,
+        )
+
+
+@contextmanager
+def _opened_model(spec: str | None) -> Iterator[ChatModel | None]:
+    if spec is None:
+        yield None
+        return
+    model = load_model(spec)
+    try:
+        yield model
+    finally:
+        close: Callable[[], None] | None = getattr(model, "close", None)
+        if close is not None:
+            close()
+
+
+def _summary(report: dict[str, Any], out: Path) -> str:
+    scores = report["scores"]
+    lines = [
+        f"{report['benchmark']} ({report['config']['mode']}): {scores['items']} items, "
+        f"overall {scores['robust']['overall']}% (reference parser "
+        f"{scores['reference']['overall']}%), without alignment "
+        f"{scores['robust']['overall_without_alignment']}%",
+    ]
+    lines += [f"  {aspect:<14} {value}%" for aspect, value in scores["robust"]["by_aspect"].items()]
+    lines.append(f"report: {out / 'report.md'}")
+    return "\n".join(lines)
