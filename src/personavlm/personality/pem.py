@@ -13,6 +13,11 @@ A reading of 3 ("neutral") usually means the turn said nothing about that trait.
 skips an update only when all five readings are 3 (``SkipRule.PAPER``); the reference code
 skips each trait read as 3 on its own (``SkipRule.REFERENCE``). Both are offered.
 
+A schedule of m alone cannot follow a late change of personality without giving up late
+stability. ``ShiftRule`` (opt-in, through ``shift_aware_update`` or ``replay(shift_rule=...)``)
+updates a trait faster while its recent readings keep landing well on one side of the estimate;
+docs/pem-tracking.md measures it. The paper's schedule without it stays the default everywhere.
+
 The module also renders the state as prompt text (values to one decimal, with guidance on how
 to adapt the tone) and parses the model's reading output (PAPER.md section 8) strictly: a
 malformed reading raises ``ValidationError`` instead of being guessed at.
@@ -24,7 +29,7 @@ import enum
 import math
 import numbers
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TypeAlias
@@ -37,12 +42,15 @@ __all__ = [
     "PersonalityState",
     "Reading",
     "Schedule",
+    "ShiftEvidence",
+    "ShiftRule",
     "SkipRule",
     "Traits",
     "paper_lambda",
     "parse_reading",
     "render",
     "replay",
+    "shift_aware_update",
     "update",
 ]
 
@@ -255,6 +263,33 @@ def _blend(old: float, new: int, lam: float) -> float:
     return min(_HIGH, max(_LOW, lam * old + (1.0 - lam) * new))
 
 
+def _check_inputs(state: object, reading: object) -> None:
+    if not isinstance(state, PersonalityState):
+        raise ValidationError(f"state must be a PersonalityState; got {type(state).__name__}")
+    if not isinstance(reading, Reading):
+        raise ValidationError(f"reading must be a Reading; got {type(reading).__name__}")
+
+
+def _absorbed(reading: Reading, rule: SkipRule) -> list[bool] | None:
+    """Which traits take the reading; None when the whole reading is skipped."""
+    absorb = [rule is SkipRule.PAPER or value != NEUTRAL for value in reading.as_tuple()]
+    if reading.is_neutral or not any(absorb):
+        return None
+    return absorb
+
+
+def _absorb(
+    state: PersonalityState, reading: Reading, absorb: Sequence[bool], lambdas: Sequence[float]
+) -> PersonalityState:
+    values = (
+        _blend(old, new, lam) if take else old
+        for old, new, take, lam in zip(
+            state.traits.as_tuple(), reading.as_tuple(), absorb, lambdas, strict=True
+        )
+    )
+    return PersonalityState(Traits(*values), state.step + 1)
+
+
 def update(
     state: PersonalityState,
     reading: Reading,
@@ -268,20 +303,115 @@ def update(
     untouched; with ``SkipRule.REFERENCE`` each trait read as 3 keeps its value and the step
     advances only if some trait changed.
     """
-    if not isinstance(state, PersonalityState):
-        raise ValidationError(f"state must be a PersonalityState; got {type(state).__name__}")
-    if not isinstance(reading, Reading):
-        raise ValidationError(f"reading must be a Reading; got {type(reading).__name__}")
-    rule = _check_skip_rule(skip_rule)
-    absorb = [rule is SkipRule.PAPER or value != NEUTRAL for value in reading.as_tuple()]
-    if reading.is_neutral or not any(absorb):
+    _check_inputs(state, reading)
+    absorb = _absorbed(reading, _check_skip_rule(skip_rule))
+    if absorb is None:
         return state
     lam = _lambda_for(schedule, state.step)
-    values = (
-        _blend(old, new, lam) if take else old
-        for old, new, take in zip(state.traits.as_tuple(), reading.as_tuple(), absorb, strict=True)
-    )
-    return PersonalityState(Traits(*values), state.step + 1)
+    return _absorb(state, reading, absorb, [lam] * len(TRAITS))
+
+
+@dataclass(frozen=True, slots=True)
+class ShiftRule:
+    """Opt-in: update a trait with lambda ``fast`` while its last ``run`` informative readings
+    all lay ``margin`` levels or more on the same side of its estimate.
+
+    Noise rarely fakes such a run (readings are whole levels; three in a row 1.5 levels off
+    came up on about 0.1% of stable trait-turns in docs/pem-tracking.md), while a real shift
+    of a level or more produces one within a few readings. ``fast`` never slows a
+    trait down: the lambda used is min(fast, schedule(m)). The defaults were chosen on tuning
+    seeds and checked on held-out ones (docs/pem-tracking.md).
+    """
+
+    run: int = 3
+    margin: float = 1.5
+    fast: float = 0.5
+
+    def __post_init__(self) -> None:
+        if isinstance(self.run, bool) or not isinstance(self.run, int) or self.run < 1:
+            raise ValidationError(f"ShiftRule.run must be an integer >= 1; got {self.run!r}")
+        for name, low, high in (("margin", 0.0, 4.0), ("fast", 0.0, 1.0)):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not low <= float(value) <= high  # also false for NaN
+            ):
+                raise ValidationError(
+                    f"ShiftRule.{name} must be a number in [{low:g}, {high:g}]; got {value!r}"
+                )
+
+
+@dataclass(frozen=True, slots=True)
+class ShiftEvidence:
+    """Per trait (Big Five order), how many informative readings in a row lay at least the
+    rule's margin above (+n) or below (-n) the estimate. Readings of 3 mean "not observed":
+    they neither extend nor break a run."""
+
+    runs: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+
+    def __post_init__(self) -> None:
+        runs: object = self.runs
+        if (
+            not isinstance(runs, tuple)
+            or len(runs) != len(TRAITS)
+            or any(isinstance(n, bool) or not isinstance(n, int) for n in runs)
+        ):
+            raise ValidationError(
+                f"ShiftEvidence.runs must be a tuple of {len(TRAITS)} integers; got {runs!r}"
+            )
+
+    def observe(self, estimate: Traits, reading: Reading, margin: float) -> ShiftEvidence:
+        """The runs after seeing ``reading`` against the estimate it is about to update."""
+        runs = tuple(
+            _next_run(count, value, old, margin)
+            for count, value, old in zip(
+                self.runs, reading.as_tuple(), estimate.as_tuple(), strict=True
+            )
+        )
+        return ShiftEvidence(runs)  # type: ignore[arg-type]
+
+
+def _next_run(count: int, value: int, estimate: float, margin: float) -> int:
+    if value == NEUTRAL:
+        return count
+    if value >= estimate + margin:
+        return count + 1 if count > 0 else 1
+    if value <= estimate - margin:
+        return count - 1 if count < 0 else -1
+    return 0
+
+
+def shift_aware_update(
+    state: PersonalityState,
+    reading: Reading,
+    evidence: ShiftEvidence | None = None,
+    *,
+    rule: ShiftRule | None = None,
+    schedule: Schedule = paper_lambda,
+    skip_rule: SkipRule = SkipRule.PAPER,
+) -> tuple[PersonalityState, ShiftEvidence]:
+    """``update`` with a ShiftRule (default ``ShiftRule()``): returns the new state and the
+    evidence to pass with the next reading (start with None: no runs yet).
+
+    Traits without a run take lambda_m = schedule(state.step), exactly as in ``update``; the
+    skip rule and the step count behave as there.
+    """
+    _check_inputs(state, reading)
+    shift_rule = ShiftRule() if rule is None else rule
+    if not isinstance(shift_rule, ShiftRule):
+        raise ValidationError(f"rule must be a ShiftRule; got {type(rule).__name__}")
+    seen = ShiftEvidence() if evidence is None else evidence
+    if not isinstance(seen, ShiftEvidence):
+        raise ValidationError(f"evidence must be a ShiftEvidence; got {type(evidence).__name__}")
+    absorb = _absorbed(reading, _check_skip_rule(skip_rule))
+    if absorb is None:
+        return state, seen  # an all-3 reading is no evidence either
+    seen = seen.observe(state.traits, reading, shift_rule.margin)
+    lam = _lambda_for(schedule, state.step)
+    fast = min(lam, shift_rule.fast)
+    lambdas = [fast if abs(count) >= shift_rule.run else lam for count in seen.runs]
+    return _absorb(state, reading, absorb, lambdas), seen
 
 
 def replay(
@@ -290,12 +420,23 @@ def replay(
     start: PersonalityState | None = None,
     schedule: Schedule = paper_lambda,
     skip_rule: SkipRule = SkipRule.PAPER,
+    shift_rule: ShiftRule | None = None,
 ) -> list[PersonalityState]:
-    """The state after each reading in turn, starting from ``start`` (default: neutral, m=0)."""
+    """The state after each reading in turn, starting from ``start`` (default: neutral, m=0).
+
+    With ``shift_rule`` each reading goes through ``shift_aware_update`` (the runs start
+    empty at ``start``); without it, through ``update``.
+    """
     state = PersonalityState.initial() if start is None else start
+    evidence = ShiftEvidence()
     states: list[PersonalityState] = []
     for reading in readings:
-        state = update(state, reading, schedule=schedule, skip_rule=skip_rule)
+        if shift_rule is None:
+            state = update(state, reading, schedule=schedule, skip_rule=skip_rule)
+        else:
+            state, evidence = shift_aware_update(
+                state, reading, evidence, rule=shift_rule, schedule=schedule, skip_rule=skip_rule
+            )
         states.append(state)
     return states
 
