@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from personavlm.agent import Protocol
-from personavlm.cli import bench_cmd, chat_cmd, memory_cmd, personality_cmd
+from personavlm.cli import bench_cmd, chat_cmd, memory_cmd, personality_cmd, synth_cmd
 from personavlm.cli.common import (
     DbOption,
     EmbedderOption,
@@ -41,6 +41,7 @@ app.add_typer(bench_cmd.app, name="bench")
 app.command()(chat_cmd.chat)
 app.command()(chat_cmd.worker)
 app.command()(chat_cmd.status)
+app.command()(synth_cmd.synth)
 
 
 class IngestFormat(StrEnum):
