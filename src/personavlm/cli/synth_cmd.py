@@ -15,7 +15,7 @@ def synth(
     out: Path = typer.Option(..., "--out", help="A new (or empty) folder to write into."),
     users: int = typer.Option(10, "--users", help="How many simulated users."),
     size: str = typer.Option(
-        "32k", "--size", help="32k (40-100 turns per user) or 128k (100-500 turns per user)."
+        "32k", "--size", help="32k (20-100 turns per user) or 128k (100-500 turns per user)."
     ),
     seed: int = typer.Option(0, "--seed", help="Same seed and arguments, same bytes."),
     paraphrase_model: str | None = typer.Option(

@@ -10,6 +10,9 @@ the same kind is said too. The question asks where the user heads after the anch
 
 A goal is said early; its outcome, if any, later. The question asks what became of it; the
 options are the same four outcomes for every goal, one of them "you never told me".
+
+A short history may cover only one of the two tasks (`Scale.covers`); the other has no
+routines (or no goals) at all.
 """
 
 from __future__ import annotations
@@ -135,6 +138,7 @@ _GOAL_QUERIES = (
     "Did I ever get anywhere with {goal}?",
     "How did {goal} turn out in the end?",
 )
+_GOAL_TASK = "Long-term Goal Tracking"
 _ONE_OFF_REPLY = "Fair enough, not every place is a winner."
 _REPLIES = (
     "That's a great goal, good luck!",
@@ -222,7 +226,7 @@ class BehaviorPlan:
 def plan_behavior(rng: random.Random, cast: Cast, scale: Scale) -> BehaviorPlan:
     texts: dict[str, tuple[float, str, str, tuple[str, ...]]] = {}
     routines = []
-    count = scale.pick(1, 2)
+    count = scale.pick(1, 2) if scale.covers("Behavioral Pattern Recognition") else 0
     days, anchors, kinds = (
         sample(rng, DAYS, count),
         sample(rng, tuple(ANCHORS), count),
@@ -248,7 +252,7 @@ def plan_behavior(rng: random.Random, cast: Cast, scale: Scale) -> BehaviorPlan:
             _ONE_OFF_REPLY,
             (one_off,),
         )
-    goals = sample(rng, tuple(GOALS), scale.pick(2, 4))
+    goals = sample(rng, tuple(GOALS), scale.pick(2, 4) if scale.covers(_GOAL_TASK) else 0)
     outcomes = ["done", "abandoned", "unknown"] * 2
     rng.shuffle(outcomes)
     plan_goals = dict(zip(goals, outcomes, strict=False))

@@ -133,7 +133,7 @@ def _write_all(
     counts: Counter[str] = Counter()
     turns = images = rewritten = kept = 0
     for n in range(users):
-        user = build_user(seed=seed, user_id=f"u{n:03d}", size=size)
+        user = build_user(seed=seed, user_id=f"u{n:03d}", size=size, index=n)
         if paraphraser is not None:
             new_turns, done, failed = paraphrase_turns(paraphraser, user.turns)
             user = replace(user, turns=new_turns)

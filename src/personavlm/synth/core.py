@@ -59,13 +59,22 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Scale:
-    """How much history there is to fill: the turn count and whether it is the 128k setting."""
+    """How much history there is to fill: the turn count, whether it is the 128k setting, and
+    the tasks this user's history carries evidence for (all 13 unless the history is too
+    short for every task's beats; generate.py decides)."""
 
     n_turns: int
     large: bool
+    tasks: frozenset[str] = frozenset(TASKS)
 
     def pick(self, small: int, large: int) -> int:
         return large if self.large else small
+
+    def covers(self, task: str) -> bool:
+        """Whether this user's history carries evidence (and questions) for `task`."""
+        if task not in TASKS:
+            raise AssertionError(f"unknown task {task!r}")
+        return task in self.tasks
 
 
 @dataclass(frozen=True, slots=True)

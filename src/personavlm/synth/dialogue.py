@@ -7,7 +7,8 @@ Placement keeps the beats' order (sorted by `at`) and puts each as close to its 
 of the history as the remaining room allows, so "old taste" always comes before "new taste".
 At least a quarter of the turns stay small talk: when the beats would take more, neighbouring
 shareable beats are said together in one turn ("Rent in Leeds keeps climbing. Lunch with
-Tom..."), spread evenly over the history.
+Tom..."), spread evenly over the history. If that is still too many (`fits`), the planner
+(generate.py) drops tasks from the user's history; placing never squeezes out small talk.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from personavlm.synth.pictures import Picture
 from personavlm.synth.style import personalise
 from personavlm.synth.world import TraitPlan
 
-__all__ = ["SMALL_TALK_SHARE", "Turn", "place_beats", "render_history"]
+__all__ = ["SMALL_TALK_SHARE", "Turn", "fits", "place_beats", "render_history"]
 
 SMALL_TALK_SHARE = 0.25  # the least share of turns left to small talk
 
@@ -42,15 +43,22 @@ class Turn:
     marker: str | None  # the trait the wording shows, "trait:pole"
 
 
+def fits(beats: Sequence[Beat], n_turns: int) -> bool:
+    """Whether `beats` fit in `n_turns` turns with the small-talk share kept (merging
+    neighbouring shareable beats as `place_beats` does)."""
+    return len(_groups(beats, n_turns)) <= _room(n_turns)
+
+
 def place_beats(beats: Sequence[Beat], slots: Sequence[Slot]) -> list[tuple[Slot, list[Beat]]]:
     """(slot, the beats said in it), in order. Each group goes at its wanted share of the
     history, but after the group before it and early enough to leave a slot for every group
-    after it."""
-    ordered = sorted(beats, key=lambda b: b.at)  # stable: equal shares keep plan order
-    room = len(slots) - math.ceil(SMALL_TALK_SHARE * len(slots))
-    groups = _pair_up(ordered, room)
-    if len(groups) > len(slots):
-        raise AssertionError(f"{len(beats)} beats do not fit in {len(slots)} turns")
+    after it. Beats that do not fit (`fits`) are a planning bug: AssertionError."""
+    groups = _groups(beats, len(slots))
+    if len(groups) > _room(len(slots)):
+        raise AssertionError(
+            f"{len(beats)} beats do not fit in {len(slots)} turns with "
+            f"{SMALL_TALK_SHARE:.0%} small talk"
+        )
     out = []
     previous = -1
     for k, group in enumerate(groups):
@@ -59,6 +67,16 @@ def place_beats(beats: Sequence[Beat], slots: Sequence[Slot]) -> list[tuple[Slot
         out.append((slots[index], group))
         previous = index
     return out
+
+
+def _room(n_turns: int) -> int:
+    """How many turns may carry beats: the rest is the small-talk floor."""
+    return n_turns - math.ceil(SMALL_TALK_SHARE * n_turns)
+
+
+def _groups(beats: Sequence[Beat], n_turns: int) -> list[list[Beat]]:
+    ordered = sorted(beats, key=lambda b: b.at)  # stable: equal shares keep plan order
+    return _pair_up(ordered, _room(n_turns))
 
 
 def _pair_up(ordered: list[Beat], room: int) -> list[list[Beat]]:

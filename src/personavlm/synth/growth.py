@@ -12,6 +12,9 @@ Constraints ("I don't eat meat", "heights and me don't mix") are said in passing
 generalizing question asks for advice in a situation the user never mentioned; one option
 respects the constraint, three break it. Constraints that would clash with the rest of the
 life (a cat allergy and a pet cat, fear of heights and a climbing hobby) are never combined.
+
+A short history may cover only one of the two tasks (`Scale.covers`); the other's beats are
+then not planned (a user without constraints is not known to be vegetarian).
 """
 
 from __future__ import annotations
@@ -410,12 +413,15 @@ class GrowthPlan:
 
 
 def plan_growth(rng: random.Random, cast: Cast, scale: Scale) -> GrowthPlan:
-    others = sample(rng, [d for d in DOMAINS if d != cast.expert_domain], 2)
-    levels = {cast.expert_domain: "expert", others[0]: "beginner"}
-    if scale.large:
-        levels[others[1]] = "intermediate"
+    levels: dict[str, str] = {}
+    if scale.covers("Tiered Explanation Delivery"):
+        others = sample(rng, [d for d in DOMAINS if d != cast.expert_domain], 2)
+        levels = {cast.expert_domain: "expert", others[0]: "beginner"}
+        if scale.large:
+            levels[others[1]] = "intermediate"
     allowed = [c for c in CONSTRAINTS if not (c == "cat_allergy" and cast.pet_species == "cat")]
-    constraints = tuple(sample(rng, allowed, scale.pick(1, 2)))
+    said = scale.pick(1, 2) if scale.covers("Generalizing to New Scenarios") else 0
+    constraints = tuple(sample(rng, allowed, said))
     texts: dict[str, tuple[str, str]] = {}
     level_beats = []
     for domain, level in levels.items():

@@ -13,6 +13,9 @@ anything ("my laptop took ten minutes to boot"). The question asks, without nami
 they should sort out; one wrong option is a problem the user already solved (said in the
 history), the others are problems they never had. Problems asked about in the same history
 never appear as each other's wrong options (both would be right).
+
+A short history may cover only one of the two tasks (`Scale.covers`); the other's beats are
+then not planned at all.
 """
 
 from __future__ import annotations
@@ -143,7 +146,7 @@ class IntentPlan:
     hobbies: dict[str, str]  # person -> hobby, each said in the history
     gift_for: tuple[str, ...]  # people asked about
     problems: tuple[str, ...]  # open problems, each asked about
-    solved: str  # a problem the user solved (a distractor in the history)
+    solved: str | None  # a problem the user solved (a distractor in the history)
     beat_texts: dict[str, tuple[float, str, str, tuple[str, ...]]]
 
     def beats(self) -> list[Beat]:
@@ -152,6 +155,7 @@ class IntentPlan:
     def drafts(self, rng: random.Random, placed: Placement) -> list[Draft]:
         out = [self._gift(rng, name) for name in self.gift_for]
         for problem in self.problems:
+            assert self.solved is not None  # planned together with the open problems
             spec = PROBLEMS[problem]
             unused = [p for p in PROBLEMS if p not in self.problems and p != self.solved]
             wrong = [PROBLEMS[self.solved].intent] + [
@@ -195,12 +199,15 @@ class IntentPlan:
             "open_problems": {
                 p: [placed[f"intent:problem:{p}:{i}"].id for i in (0, 1)] for p in self.problems
             },
-            "solved_problem": {self.solved: placed["intent:solved"].id},
+            "solved_problem": {}
+            if self.solved is None
+            else {self.solved: placed["intent:solved"].id},
         }
 
 
 def plan_intents(rng: random.Random, cast: Cast, scale: Scale) -> IntentPlan:
-    people = [p.name for p in cast.people]
+    """Each task's beats only where the user's history covers that task."""
+    people = [p.name for p in cast.people] if scale.covers("Explicit Intent Inference") else []
     hobbies = dict(zip(people, sample(rng, tuple(GIFTS), len(people)), strict=True))
     texts: dict[str, tuple[float, str, str, tuple[str, ...]]] = {}
     for name, hobby in hobbies.items():
@@ -211,8 +218,22 @@ def plan_intents(rng: random.Random, cast: Cast, scale: Scale) -> IntentPlan:
             pick(rng, _HOBBY_REPLIES),
             (name, hobby),
         )
-    chosen = sample(rng, tuple(PROBLEMS), scale.pick(1, 2) + 1)
-    problems, solved = tuple(chosen[:-1]), chosen[-1]
+    problems: tuple[str, ...] = ()
+    solved = None
+    if scale.covers("Implicit Intent Recognition"):
+        chosen = sample(rng, tuple(PROBLEMS), scale.pick(1, 2) + 1)
+        problems, solved = tuple(chosen[:-1]), chosen[-1]
+        _problem_beats(rng, problems, solved, texts)
+    gift_for = tuple(sample(rng, people, scale.pick(1, 2) if people else 0))
+    return IntentPlan(hobbies, gift_for, problems, solved, texts)
+
+
+def _problem_beats(
+    rng: random.Random,
+    problems: tuple[str, ...],
+    solved: str,
+    texts: dict[str, tuple[float, str, str, tuple[str, ...]]],
+) -> None:
     for problem in problems:
         spec = PROBLEMS[problem]
         # Late in the history, so the need is still open when the question is asked.
@@ -230,5 +251,3 @@ def plan_intents(rng: random.Random, cast: Cast, scale: Scale) -> IntentPlan:
         _SOLVED_REPLY,
         (PROBLEMS[solved].fact,),
     )
-    gift_for = tuple(sample(rng, people, scale.pick(1, 2)))
-    return IntentPlan(hobbies, gift_for, problems, solved, texts)

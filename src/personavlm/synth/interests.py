@@ -6,7 +6,8 @@ Analysis).
 The user takes up hobby 1 early, switches to hobby 2 around the middle ("haven't touched
 pottery in weeks, climbing has taken over") and, in the 128k setting, to hobby 3 late. The
 question asks how their free time changed; wrong options reverse the order, keep the first
-hobby throughout, or swap in a hobby someone else in the history has (`elsewhere`).
+hobby throughout, or swap in a hobby someone else in the history has (`elsewhere`). A short
+history that does not cover the task (`Scale.covers`) has no hobbies of the user's own.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class InterestPlan:
 
     def drafts(self, rng: random.Random, placed: Placement) -> list[Draft]:
         h = self.hobbies
+        if not h:
+            return []  # a short history that does not cover the task
         if len(h) == 2:
             correct = f"{h[0]} first, then {h[1]}"
             wrong = (
@@ -99,6 +102,8 @@ class InterestPlan:
 def plan_interests(
     rng: random.Random, scale: Scale, *, avoid: set[str], elsewhere: tuple[str, ...]
 ) -> InterestPlan:
+    if not scale.covers("Interest Evolution Analysis"):
+        return InterestPlan((), "", {})
     count = scale.pick(2, 3)
     hobbies = sample(rng, [h for h in HOBBIES if h not in avoid], count)
     # Where each stage starts, as a share of the history.

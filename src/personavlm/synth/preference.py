@@ -12,6 +12,10 @@ session expects the new value; one asked just before the change expects the old 
 A recommendation question asks for something concrete (a dish, an album, an outing, a film)
 without naming the category's value; only one option matches the current taste (and, for
 dishes, the user's diet).
+
+A short history may cover only one of the two tasks (`Scale.covers`): without Latest
+Preference Recognition the user states one steady taste, in a category that has things to
+recommend; without Implicit Preference Recommendation no recommendation is asked.
 """
 
 from __future__ import annotations
@@ -217,6 +221,7 @@ class _Taste:
 @dataclass(frozen=True, slots=True)
 class PreferencePlan:
     tastes: tuple[_Taste, ...]
+    latest: bool  # whether Latest Preference Recognition is asked
     recommend: tuple[str, ...]  # categories asked about with a recommendation question
     vegetarian: bool
     diet_beats: tuple[str, ...]
@@ -235,7 +240,7 @@ class PreferencePlan:
 
     def drafts(self, rng: random.Random, placed: Placement) -> list[Draft]:
         out = []
-        for taste in self.tastes:
+        for taste in self.tastes if self.latest else ():
             out += self._latest(rng, taste, placed)
         for category in self.recommend:
             taste = next(t for t in self.tastes if t.category == category)
@@ -300,8 +305,15 @@ class PreferencePlan:
 def plan_preferences(
     rng: random.Random, cast: Cast, scale: Scale, *, vegetarian: bool, diet_beats: tuple[str, ...]
 ) -> PreferencePlan:
-    categories = sample(rng, tuple(CATEGORIES), scale.pick(3, 5))
-    drifting = scale.pick(1, 2)
+    if scale.covers("Latest Preference Recognition"):
+        categories = sample(rng, tuple(CATEGORIES), scale.pick(3, 5))
+        drifting = scale.pick(1, 2)
+    elif scale.covers("Implicit Preference Recommendation"):
+        # Recommendation only: one steady taste in a category with things to recommend.
+        categories = [pick(rng, [c for c in CATEGORIES if CATEGORIES[c].items])]
+        drifting = 0
+    else:
+        categories, drifting = [], 0
     tastes = []
     for i, category in enumerate(categories):
         values = sample(rng, CATEGORIES[category].values, 5)
@@ -315,9 +327,12 @@ def plan_preferences(
     texts: dict[str, tuple[float, str, str, tuple[str, ...]]] = {}
     for taste in tastes:
         _taste_beats(rng, taste, scale, texts)
-    with_items = [t.category for t in tastes if CATEGORIES[t.category].items]
-    recommend = tuple(sample(rng, with_items, min(len(with_items), scale.pick(1, 2))))
-    return PreferencePlan(tuple(tastes), recommend, vegetarian, diet_beats, texts)
+    recommend: tuple[str, ...] = ()
+    if scale.covers("Implicit Preference Recommendation"):
+        with_items = [t.category for t in tastes if CATEGORIES[t.category].items]
+        recommend = tuple(sample(rng, with_items, min(len(with_items), scale.pick(1, 2))))
+    latest = scale.covers("Latest Preference Recognition")
+    return PreferencePlan(tuple(tastes), latest, recommend, vegetarian, diet_beats, texts)
 
 
 def _taste_beats(

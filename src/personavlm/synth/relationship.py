@@ -9,6 +9,9 @@ close friend falls out with the user, a neighbour becomes a friend, a flatmate a
 Recognition asks who someone is (after the last session: the latest relation; for a changed
 person also once just before the change, when the old relation holds). Dynamics asks how a
 relation developed; wrong options reverse it, deny the change, or name another change.
+
+A short history may cover only one of the two tasks (`Scale.covers`): without Dynamics no
+relation changes; without Recognition only the people whose relation changes are introduced.
 """
 
 from __future__ import annotations
@@ -121,6 +124,7 @@ _HOW_QUERIES = (
 class RelationshipPlan:
     people: tuple[Person, ...]
     changed: tuple[str, ...]  # names of the people whose relation changes
+    recognition: bool  # whether Relationship Recognition is asked (all people introduced)
     beat_texts: dict[str, tuple[float, str, str, tuple[str, ...]]]  # key -> at, user, reply, facts
 
     def beats(self) -> list[Beat]:
@@ -140,10 +144,11 @@ class RelationshipPlan:
 
     def drafts(self, rng: random.Random, placed: Placement) -> list[Draft]:
         out = []
-        asked = [p for p in self.people if p.name in self.changed]
-        asked += sample(rng, [p for p in self.people if p.name not in self.changed], 1)
-        for person in asked:
-            out += self._recognition(rng, person, placed)
+        if self.recognition:
+            asked = [p for p in self.people if p.name in self.changed]
+            asked += sample(rng, [p for p in self.people if p.name not in self.changed], 1)
+            for person in asked:
+                out += self._recognition(rng, person, placed)
         for name in self.changed:
             out.append(self._dynamics(rng, next(p for p in self.people if p.name == name)))
         return out
@@ -185,6 +190,8 @@ class RelationshipPlan:
     def truth(self, placed: Placement) -> dict[str, Any]:
         out = []
         for person in self.people:
+            if not self._keys(person.name, "intro"):
+                continue  # never introduced (a short history without recognition questions)
             timeline = []
             for stage, kind in zip(self._stages(person), ("intro", "change"), strict=False):
                 first = placed[self._keys(person.name, kind)[0]]
@@ -204,12 +211,22 @@ def _distinct_labels(rng: random.Random, right: str, preferred: list[str]) -> tu
 
 
 def plan_relationships(rng: random.Random, cast: Cast, scale: Scale) -> RelationshipPlan:
-    changing = [p.name for p in cast.people if p.relation in CHANGEABLE][: scale.pick(1, 2)]
+    recognition = scale.covers("Relationship Recognition")
+    changes = scale.pick(1, 2) if scale.covers("Relationship Dynamics Comprehension") else 0
+    changing = [p.name for p in cast.people if p.relation in CHANGEABLE][:changes]
     texts: dict[str, tuple[float, str, str, tuple[str, ...]]] = {}
+    used: set[str] = set()
     for person in cast.people:
+        if not recognition and person.name not in changing:
+            continue  # dynamics only: just the people whose relation changes
         name = {"name": person.name}
         mentions = scale.pick(1, 2)
-        for i, template in enumerate(sample(rng, _MENTIONS[person.relation], mentions)):
+        # Two people of the same relation (two neighbours) get different wordings if possible:
+        # short histories often say two introductions in one turn.
+        unused = [t for t in _MENTIONS[person.relation] if t not in used]
+        options = unused if len(unused) >= mentions else list(_MENTIONS[person.relation])
+        for i, template in enumerate(sample(rng, options, mentions)):
+            used.add(template)
             # A person who changes is introduced before the change and seen after it.
             at = rng.uniform(0.02, 0.35) if person.name in changing else rng.uniform(0.0, 0.9)
             texts[f"rel:{person.name}:intro:{i}"] = (
@@ -230,4 +247,4 @@ def plan_relationships(rng: random.Random, cast: Cast, scale: Scale) -> Relation
                     pick(rng, _REPLIES),
                     (person.name,),
                 )
-    return RelationshipPlan(cast.people, tuple(changing), texts)
+    return RelationshipPlan(cast.people, tuple(changing), recognition, texts)

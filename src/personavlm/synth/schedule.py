@@ -4,6 +4,8 @@
 
 Rules the output keeps (the agent starts a new session after 60 idle minutes, and the
 Persona-MME loader rejects time going backwards):
+- the first session is on `start`'s day, the last `span_days` days later (so the history
+  spans `span_days` days, give or take the hours of the day, however few sessions it has);
 - turns of one session are 2-9 minutes apart;
 - sessions are more than two hours apart (end of one to start of the next);
 - sessions start between 07:00 and 23:00 local time; times never go backwards.
@@ -30,7 +32,8 @@ _MIN_SESSION_SPACING = (MAX_SESSION_TURNS - 1) * _TURN_GAP_MINUTES[1] + 125
 def plan_schedule(
     rng: random.Random, *, n_turns: int, span_days: int, start: datetime
 ) -> list[Slot]:
-    """`n_turns` slots in sessions, the first at `start`'s day, within `span_days` days."""
+    """`n_turns` slots in sessions, the first on `start`'s day, the last `span_days` days
+    later."""
     sizes = _session_sizes(rng, n_turns)
     starts = _session_starts(rng, len(sizes), span_days, start)
     slots = []
@@ -60,15 +63,18 @@ def _session_sizes(rng: random.Random, n_turns: int) -> list[int]:
 def _session_starts(
     rng: random.Random, count: int, span_days: int, start: datetime
 ) -> list[datetime]:
-    """Start times on the waking-hours clock: sorted uniform points spread apart by at
-    least the minimum spacing (sample in the shortened range, then add i * spacing)."""
-    total = span_days * _AWAKE_MINUTES
+    """Start times on the waking-hours clock of days 0..span_days: sorted uniform points
+    spread apart by at least the minimum spacing (sample in the shortened range, then add
+    i * spacing); one point is drawn on the first day and one on the last."""
+    total = (span_days + 1) * _AWAKE_MINUTES
     room = total - (count - 1) * _MIN_SESSION_SPACING
-    if room < _AWAKE_MINUTES // 2:
+    if room < _AWAKE_MINUTES:
         raise AssertionError(f"{count} sessions do not fit in {span_days} days")
-    offsets = sorted(rng.randrange(room) for _ in range(count))
-    # Move whole days so that the first session falls on `start`'s day.
-    offsets = [o - offsets[0] // _AWAKE_MINUTES * _AWAKE_MINUTES for o in offsets]
+    # The first point lands on day 0 and the last (after adding the spacing) on the last day.
+    first = rng.randrange(_AWAKE_MINUTES)
+    last = room - 1 - rng.randrange(_AWAKE_MINUTES)
+    inner = [rng.randrange(room) for _ in range(count - 2)]
+    offsets = sorted([first, *inner, last] if count > 1 else [first])
     midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
     times = []
     for i, offset in enumerate(offsets):
