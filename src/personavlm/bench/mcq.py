@@ -26,6 +26,7 @@ from personavlm.errors import ValidationError
 from personavlm.timeutil import to_storage
 
 __all__ = [
+    "ALIGNMENT_TASK",
     "ASPECTS",
     "TASK_ASPECT",
     "Item",
@@ -54,6 +55,7 @@ TASK_ASPECT: dict[str, str] = {
     "Personality Alignment": "Alignment",
 }
 ASPECTS: tuple[str, ...] = tuple(dict.fromkeys(TASK_ASPECT.values()))
+ALIGNMENT_TASK = "Personality Alignment"
 
 ALIGNMENT_QUESTION = (
     "Does this reply fit my personality, judging by what you know about me? Answer yes or no."

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from personavlm.bench.mcq import ALIGNMENT_TASK, TASK_ASPECT
+
 if TYPE_CHECKING:
     from personavlm.synth.pictures import Picture
 
@@ -36,23 +38,9 @@ __all__ = [
     "time_text",
 ]
 
-# The 13 multiple-choice tasks of PAPER.md section 6 and their aspect, in the paper's order.
-TASKS: dict[str, str] = {
-    "Visual Detail Recall": "Memory",
-    "Semantic Information Recall": "Memory",
-    "Explicit Intent Inference": "Intent",
-    "Implicit Intent Recognition": "Intent",
-    "Latest Preference Recognition": "Preference",
-    "Interest Evolution Analysis": "Preference",
-    "Implicit Preference Recommendation": "Preference",
-    "Behavioral Pattern Recognition": "Behavior",
-    "Long-term Goal Tracking": "Behavior",
-    "Relationship Recognition": "Relationship",
-    "Relationship Dynamics Comprehension": "Relationship",
-    "Tiered Explanation Delivery": "Growth",
-    "Generalizing to New Scenarios": "Growth",
-}
-ALIGNMENT_TASK = "Personality Alignment"
+# The 13 multiple-choice tasks of PAPER.md section 6 and their aspect, in the paper's order:
+# the harness's table (bench/mcq.py) without the alignment task, so the two never disagree.
+TASKS: dict[str, str] = {t: a for t, a in TASK_ASPECT.items() if t != ALIGNMENT_TASK}
 
 T = TypeVar("T")
 
