@@ -1,6 +1,6 @@
 """The evaluation numbers that need no language model, on simulated users.
 
-    .venv/bin/python bench/evaluation.py                  # 32k and 128k, MiniLM, about 10 min
+    .venv/bin/python bench/evaluation.py                  # 32k and 128k, MiniLM, about 5 min
     .venv/bin/python bench/evaluation.py --users 4 --sizes 32k   # a quick look
 
 For each size: `personavlm synth` writes a seeded world (Persona-MME layout + retrieval.json),
