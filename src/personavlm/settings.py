@@ -22,6 +22,7 @@ __all__ = [
     "embedder_name",
     "load_settings",
     "model_spec",
+    "named_secret",
 ]
 
 DEFAULT_EMBEDDER = "minilm"
@@ -81,6 +82,19 @@ def api_key(env: Mapping[str, str] | None = None) -> str | None:
         if value:
             return value
     return None
+
+
+def named_secret(name: str | None, env: Mapping[str, str] | None = None) -> str | None:
+    """The value of the environment variable a config file names for a secret (a judge's
+    API key), else the model API key (`api_key`). A named variable that is unset is a
+    ConfigError: the config asked for it."""
+    environ = os.environ if env is None else env
+    if name is None:
+        return api_key(environ)
+    value = environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"the environment variable {name} (named in the config) is not set")
+    return value
 
 
 def _sqlite_path(location: str) -> Path:

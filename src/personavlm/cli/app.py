@@ -10,7 +10,14 @@ from pathlib import Path
 import typer
 
 from personavlm.agent import Protocol
-from personavlm.cli import bench_cmd, chat_cmd, memory_cmd, personality_cmd, synth_cmd
+from personavlm.cli import (
+    bench_cmd,
+    chat_cmd,
+    memory_cmd,
+    personality_cmd,
+    synth_cmd,
+    train_cmd,
+)
 from personavlm.cli.common import (
     DbOption,
     EmbedderOption,
@@ -38,6 +45,7 @@ app = typer.Typer(
 app.add_typer(memory_cmd.app, name="memory")
 app.add_typer(personality_cmd.app, name="personality")
 app.add_typer(bench_cmd.app, name="bench")
+app.add_typer(train_cmd.app, name="train")
 app.command()(chat_cmd.chat)
 app.command()(chat_cmd.worker)
 app.command()(chat_cmd.status)
