@@ -66,7 +66,7 @@ SFT_DEFAULTS: dict[str, Any] = {
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.03,  # a float below 1 is a share of the steps
     "max_length": 16384,
-    "gradient_checkpointing": True,
+    "activation_checkpointing": True,  # transformers 5 name of gradient checkpointing
     "assistant_only_loss": True,
     "logging_steps": 1,
     "save_strategy": "epoch",
@@ -83,7 +83,7 @@ GRPO_DEFAULTS: dict[str, Any] = {
     "gradient_accumulation_steps": 12,
     "max_completion_length": 2048,
     "num_train_epochs": 1.0,
-    "gradient_checkpointing": True,
+    "activation_checkpointing": True,  # transformers 5 name of gradient checkpointing
     "logging_steps": 1,
     "save_strategy": "epoch",
     "report_to": [],
