@@ -589,3 +589,25 @@ def test_completion_text_forms() -> None:
     assert completion_text(conversation) == "final"
     with pytest.raises(ValidationError, match="assistant turn"):
         completion_text([{"role": "user", "content": "x"}])
+
+
+def test_a_judge_that_fails_on_every_call_of_a_batch_stops_training() -> None:
+    from personavlm.errors import ModelResponseError
+    from personavlm.models.openai import OpenAIChatModel
+    from personavlm.testing import ScriptedOpenAIServer, ScriptedResponse
+
+    good = "<think>The memory says Bobby.</think><answer>(b) Bobby</answer>"
+    columns = {
+        "kind": ["choice"] * 4,
+        "question": ["What is my dog called?"] * 4,
+        "reference": ["b"] * 4,
+        "choices": [{"a": "Rex", "b": "Bobby"}] * 4,
+    }
+    with ScriptedOpenAIServer(lambda request: ScriptedResponse(status=404)) as server:
+        judge = OpenAIJudge(OpenAIChatModel("no-such-judge", server.base_url, max_retries=0))
+        reward = PersonaReward(judge, max_workers=2)
+        with pytest.raises(ModelResponseError, match="failed on all 4 calls"):
+            reward(prompts=[None] * 4, completions=[good] * 4, **columns)
+        # Fewer calls than down_after: the paper's fallback, counted, training goes on.
+        small = {key: values[:2] for key, values in columns.items()}
+        assert reward(prompts=[None] * 2, completions=[good] * 2, **small) == [1.0, 1.0]

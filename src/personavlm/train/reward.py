@@ -54,7 +54,7 @@ from string import Template
 from typing import Any, Literal, Protocol
 
 from personavlm.bench.mcq import robust_letter
-from personavlm.errors import ConfigError, ModelError, ValidationError
+from personavlm.errors import ConfigError, ModelError, ModelResponseError, ValidationError
 from personavlm.models.base import ChatModel, Message
 
 __all__ = [
@@ -501,15 +501,21 @@ class PersonaReward:
     `reward/answered_rate`, `reward/accuracy`, `reward/consistency` and the batch's count
     `reward/judge_fallbacks` through `log_metric`. Judge calls run on up to `max_workers`
     threads.
+
+    The paper's 0.5 fallback covers a judge call that fails now and then. A batch in which
+    every one of at least `down_after` judge calls fell back means the judge is down or
+    misconfigured (wrong URL, model or key): that raises ModelResponseError instead of
+    training on a constant reward.
     """
 
-    def __init__(self, judge: Judge, *, max_workers: int = 8) -> None:
+    def __init__(self, judge: Judge, *, max_workers: int = 8, down_after: int = 4) -> None:
         if judge is None:
             raise ConfigError("PersonaReward needs a judge (e.g. OpenAIJudge); none was given")
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ConfigError(f"max_workers must be an integer >= 1, got {max_workers!r}")
         self._judge = judge
         self._max_workers = max_workers
+        self._down_after = down_after
         self._last: tuple[RewardBreakdown, ...] = ()
         # TRL names the reward's column and metrics after the function's __name__.
         self.__name__ = "persona_reward"
@@ -538,6 +544,11 @@ class PersonaReward:
                 len(breakdowns),
                 FALLBACK_VALUE,
             )
+            if fallbacks == calls >= self._down_after:
+                raise ModelResponseError(
+                    f"the judge failed on all {calls} calls of this batch (each would have "
+                    f"scored {FALLBACK_VALUE}); check the judge's URL, model name and API key"
+                )
         log_metric = kwargs.get("log_metric")
         if callable(log_metric) and breakdowns:
             _report(log_metric, breakdowns)
