@@ -170,9 +170,7 @@ def test_build_refuses_an_existing_folder_and_leaves_it_intact(
     built: tuple[Path, dict[str, Any]],
 ) -> None:
     out, _ = built
-    before = {
-        p.relative_to(out): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()
-    }
+    before = {p.relative_to(out): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
     sft = (out / "sft.json").read_bytes()
     with pytest.raises(ValidationError, match="exists"):
         build_training_data(out, users=1, size="32k", seed=9, embedder=HashingEmbedder())
@@ -465,7 +463,7 @@ def test_bad_records_are_named(tmp_path: Path, record: dict[str, Any], message: 
 def test_a_missing_picture_is_not_found(tmp_path: Path) -> None:
     path = _reference_file(tmp_path)
     (tmp_path / "cat.png").unlink()
-    with pytest.raises(NotFoundError, match="cat.png"):
+    with pytest.raises(NotFoundError, match=r"cat\.png"):
         load_samples(path)
 
 
@@ -672,7 +670,7 @@ def test_rl_corrupted_lines_are_named(built: tuple[Path, dict[str, Any]], tmp_pa
 
     no_user = {**record, "prompt": record["prompt"][:1]}
     (folder / "rl.jsonl").write_text(json.dumps(no_user) + "\n", encoding="utf-8")
-    with pytest.raises(ValidationError, match="line 1: .*ending in user"):
+    with pytest.raises(ValidationError, match=r"line 1: .*ending in user"):
         load_rl_prompts(folder)
 
 
@@ -680,7 +678,7 @@ def test_rl_missing_store_or_prompts(built: tuple[Path, dict[str, Any]], tmp_pat
     folder = _rl_copy(built[0], tmp_path / "rl", store=False)
     with pytest.raises(NotFoundError, match="memory store"):
         load_rl_prompts(folder)
-    with pytest.raises(NotFoundError, match="rl_manifest.json"):
+    with pytest.raises(NotFoundError, match=r"rl_manifest\.json"):
         load_rl_prompts(tmp_path)
 
 

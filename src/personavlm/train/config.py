@@ -184,6 +184,8 @@ def load_recipe(path: Path, *, kind: RecipeKind) -> Recipe:
         table = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ValidationError(f"no recipe file at {path}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"cannot read the recipe {path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ValidationError(f"{path} is not valid TOML: {exc}") from exc
     try:
@@ -229,7 +231,7 @@ def _section(cls: Any, table: Mapping[str, Any], name: str) -> Any:
     converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
         return cls(**converted)
-    except TypeError as exc:
+    except (TypeError, AttributeError) as exc:  # a value of the wrong type
         raise ValidationError(f"[{name}] {exc}") from exc
 
 

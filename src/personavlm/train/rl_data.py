@@ -149,12 +149,20 @@ def load_rl_prompts(directory: Path) -> RLData:
             f"no RL prompts in {directory} (rl_manifest.json missing); "
             "build them with `personavlm train data`"
         )
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValidationError(f"{manifest_path} is not readable JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("store"), str):
+        raise ValidationError(f"{manifest_path}: expected an object naming its 'store'")
     version = manifest.get("format")
     if not isinstance(version, int) or version > RL_FORMAT:
         raise ValidationError(f"{manifest_path}: format {version!r} is newer than supported")
     prompts = []
-    lines = (directory / "rl.jsonl").read_text(encoding="utf-8").splitlines()
+    prompts_path = directory / "rl.jsonl"
+    if not prompts_path.is_file():
+        raise NotFoundError(f"{prompts_path} is missing; rebuild with `personavlm train data`")
+    lines = prompts_path.read_text(encoding="utf-8").splitlines()
     for number, line in enumerate(lines, 1):
         try:
             record = json.loads(line)

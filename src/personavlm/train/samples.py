@@ -243,7 +243,12 @@ def load_samples(path: Path) -> SampleDataset:
 def _manifest(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValidationError(f"{path} is not readable JSON: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise ValidationError(f"{path}: expected a JSON object")
     version = manifest.get("format")
     if not isinstance(version, int) or version > SAMPLES_FORMAT:
         raise ValidationError(

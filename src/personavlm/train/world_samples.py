@@ -304,6 +304,12 @@ def mix_samples(
         if group not in groups:
             raise ValidationError(f"sample kind {sample.kind!r} belongs to no group of the mix")
         groups[group].append(sample)
+    empty = [name for name, members in groups.items() if not members]
+    if empty:
+        raise ValidationError(
+            f"no {', '.join(empty)} samples to mix (every one was rejected or none was made); "
+            "see the rejections, or keep everything with --no-mix"
+        )
     total = min(len(groups[name]) / share for name, share in shares.items())
     rng = random.Random(seed)
     kept: list[Sample] = []
