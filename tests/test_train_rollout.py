@@ -204,21 +204,34 @@ def test_a_prompt_the_rollout_does_not_know_is_an_error(
         RetrievalRollout(MemoryEnvironment(memories), [question(), duplicate])
 
 
+@pytest.fixture(scope="module")
+def vl_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    texts = [RETRIEVE, RIGHT, WRONG, FORCE_RETRIEVAL_NOTE, "Retrieved memory dog Bobby Max"] * 20
+    return build_tiny_checkpoint(
+        tmp_path_factory.mktemp("tiny-vl"), texts=texts, vision=True, hidden=64, layers=1
+    )
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["qwen2", "qwen2.5-vl"])
 def test_grpo_steps_train_on_rollouts_that_hit_the_store(
-    checkpoint: Path, memories: MemoryStore, tmp_path: Path
+    kind: str, checkpoint: Path, vl_checkpoint: Path, memories: MemoryStore, tmp_path: Path
 ) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     from personavlm.models.openai import OpenAIChatModel
     from personavlm.testing import ScriptedOpenAIServer
+    from personavlm.train.config import ModelSection
     from personavlm.train.grpo import RolloutMetrics, grpo_dataset
+    from personavlm.train.modeling import load_for_training
     from personavlm.train.reward import OpenAIJudge, PersonaReward
 
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    path = checkpoint if kind == "qwen2" else vl_checkpoint
+    loaded = load_for_training(ModelSection(str(path), dtype="float32"))
+    assert loaded.is_vlm == (kind != "qwen2")
+    model, processor = loaded.model, loaded.processor
+    tokenizer = getattr(processor, "tokenizer", processor)
     # Half of each group answers right, half wrong: the advantages differ, the loss moves.
     model.generate = ScriptedPolicy(
         tokenizer, lambda row, turn: RETRIEVE if turn == 0 else (RIGHT if row % 2 else WRONG)
@@ -239,7 +252,7 @@ def test_grpo_steps_train_on_rollouts_that_hit_the_store(
             reward_funcs=[PersonaReward(judge), RolloutMetrics()],
             args=args,
             train_dataset=grpo_dataset([prompt] * 4),
-            processing_class=tokenizer,
+            processing_class=processor,
             rollout_func=rollout,
         )
         trainer.train()
