@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SFT_STEPS = 270
+SFT_STEPS = 450
 SFT_BATCH = 4
 SFT_LR = 3e-3  # cosine to 0 after a 10-step warm-up
 SFT_MAX_LENGTH = 3072
@@ -206,9 +206,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     for name in ("data", "sft-data", "tiny", "sft", "grpo"):
         shutil.rmtree(out / name, ignore_errors=True)
-    partial = out / ".data.partial"
-    if partial.is_symlink():
-        partial.unlink()
     started = time.perf_counter()
 
     # (a) data from the simulator world
@@ -216,12 +213,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out / "data", users=6, size="32k", seed=1, embedder=HashingEmbedder()
     )
     rl_manifest = json.loads((out / "data" / "rl_manifest.json").read_text())
-    # WORKAROUND: build_training_data fills memory.db inside `.data.partial` and then renames
-    # the folder to `data`, but the store keeps each picture's absolute blob path, so a
-    # retrieval that returns a picture fails (StoreError: image blob ... is missing). A link
-    # from the old name keeps those paths valid until the store is fixed.
-    if not partial.exists():
-        partial.symlink_to("data")
     data_s = time.perf_counter() - started
 
     # (b) the tiny text model, and SFT data without pictures
@@ -272,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": "python bench/train_tiny.py --out " + str(out),
         "judge": "SCRIPTED STAND-IN on 127.0.0.1 (no LLM judge runs here): consistency 8 if "
         "the answer text appears in the reasoning else 3; open-question accuracy 10 if the "
-        "reference text appears in the answer else 0; choice questions by letter",
+        "reference text appears in the answer else 0; choice-question accuracy by letter",
         "machine": _machine(),
         "data": {
             "users": 6,
@@ -314,8 +305,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "mean_retrievals": round(sum(retrievals) / len(retrievals), 4) if retrievals else None,
             **judge_info,
         },
-        "workaround": "out/.data.partial links to out/data: memory.db stores absolute "
-        "picture paths under the build folder's temporary name",
         "total_s": round(time.perf_counter() - started, 1),
     }
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -163,7 +163,29 @@ def test_build_writes_the_whole_folder(built: tuple[Path, dict[str, Any]]) -> No
     on_disk = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert on_disk == manifest
     assert manifest["format"] == SAMPLES_FORMAT and manifest["teacher"] == "oracle"
-    assert not list(out.parent.glob(".*partial")), "the work folder was left behind"
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name], "stray folders left"
+
+
+def test_the_stores_picture_blobs_live_in_the_finished_folder(
+    built: tuple[Path, dict[str, Any]],
+) -> None:
+    # GRPO rollouts read pictures back from memory.db: their recorded paths must exist.
+    import sqlite3
+
+    out, _ = built
+    with sqlite3.connect(out / "memory.db") as db:
+        paths = [Path(row[0]) for row in db.execute("SELECT path FROM images")]
+    assert paths
+    for path in paths:
+        assert path.is_file(), path
+        assert out.resolve() in path.resolve().parents
+
+
+def test_a_failed_build_leaves_no_folder(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    with pytest.raises(ValidationError, match="unknown size"):
+        build_training_data(out, users=1, size="64k", seed=1, embedder=HashingEmbedder())
+    assert not out.exists()
 
 
 def test_build_refuses_an_existing_folder_and_leaves_it_intact(

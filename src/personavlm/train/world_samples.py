@@ -236,14 +236,31 @@ def build_training_data(
     mix: Mapping[str, float] | None = PAPER_MIX,
     progress: Callable[[int], None] = lambda _n: None,
 ) -> dict[str, Any]:
-    """Simulate `users` users and write SFT samples and RL prompts into `out_dir` (which
-    must not exist yet, so a half-built folder is never mistaken for a finished one)."""
+    """Simulate `users` users and write SFT samples and RL prompts into `out_dir`, which
+    must not exist yet. The folder is built in place (the store records its pictures' blob
+    paths, so it cannot be renamed afterwards); the manifests are written last, and a build
+    that fails removes the folder, so a half-built one is never mistaken for a finished one."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise ValidationError(f"{out_dir} exists; training data is written into a new folder")
-    work = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    out_dir.mkdir(parents=True)
+    try:
+        return _build(out_dir, users, size, seed, embedder, teacher, mix, progress)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _build(
+    work: Path,
+    users: int,
+    size: str,
+    seed: int,
+    embedder: Embedder,
+    teacher: ChatModel | None,
+    mix: Mapping[str, float] | None,
+    progress: Callable[[int], None],
+) -> dict[str, Any]:
     synthesize(work / "world", users=users, size=size, seed=seed)
     plans = load_persona_mme(work / "world").plans
     worlds = {
@@ -280,7 +297,6 @@ def build_training_data(
     manifest = collector.writer.finish(info)
     rl_info = {"seed": seed, "size": size, "embedder": embedder.name}
     write_rl_prompts(work, collector.rl, store_path="memory.db", info=rl_info)
-    work.rename(out_dir)
     return manifest
 
 
