@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("trl")
-
 from helpers import write_png
 from personavlm.errors import ValidationError
 from personavlm.models.base import ImagePart, Message, TextPart

@@ -166,7 +166,7 @@ def _result_text(report: dict[str, Any]) -> str:
     lines = [f"trained {report['steps']} steps into {report['output_dir']}"]
     if report.get("train_loss") is not None:
         lines.append(f"mean training loss {report['train_loss']:.4f}")
-    lines.append(f"curve: {report['curve'] or 'not drawn (no matplotlib or no logged step)'}")
+    lines.append(f"curve: {report['curve'] or 'not drawn (no step was logged)'}")
     if "judge" in report:
         lines.append(f"judge: {report['judge']}")
     return "\n".join(lines)

@@ -3,13 +3,12 @@
     training_curve(trainer.state.log_history, Path("runs/x/curve.png"), title="GRPO")
 
 Reads the trainer's log history (one dict per logging step). Returns None, and draws
-nothing, when there is no matplotlib (the bench extra) or no logged step: a run never
-fails for want of a picture, and the caller says so.
+nothing, when no step logged anything it draws (the caller says so). matplotlib is part of
+the train extra (checked with the rest by `deps.require_trl`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ def training_curve(history: Sequence[Mapping[str, Any]], path: Path, *, title: s
             if steps:
                 panels.append((name, steps, values))
                 break
-    if not panels or importlib.util.find_spec("matplotlib") is None:
+    if not panels:
         return None
     import matplotlib
 

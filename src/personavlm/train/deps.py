@@ -8,12 +8,12 @@ from personavlm.errors import MissingDependencyError
 
 __all__ = ["require_trl"]
 
-_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate")
+_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "matplotlib")
 
 
 def require_trl() -> None:
     """Raises MissingDependencyError naming the install command when a training package
-    (torch, transformers, trl, peft, datasets, accelerate) is not installed."""
+    (torch, transformers, trl, peft, datasets, accelerate, matplotlib) is not installed."""
     missing = [name for name in _PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         raise MissingDependencyError(

@@ -26,7 +26,7 @@ from personavlm.train.modeling import load_for_training, lora_config
 from personavlm.train.reward import Judge, PersonaReward
 from personavlm.train.rl_data import RLData, RLPrompt, load_rl_prompts
 from personavlm.train.rollout import MemoryEnvironment, RetrievalRollout
-from personavlm.train.sft import TrainResult, _finish
+from personavlm.train.sft import TrainResult, finish_run
 
 __all__ = ["RolloutMetrics", "grpo_dataset", "run_grpo", "select_prompts"]
 
@@ -106,7 +106,7 @@ def run_grpo(recipe: Recipe, judge: Judge) -> TrainResult:
         )
         trainer = _trainer(recipe, loaded, grpo_dataset(prompts), reward, rollout)
         trainer.train()
-        return _finish(trainer, loaded, recipe, title="GRPO")
+        return finish_run(trainer, loaded, recipe, title="GRPO")
 
 
 def _trainer(recipe: Recipe, loaded: Any, dataset: Any, reward: Any, rollout: Any) -> Any:

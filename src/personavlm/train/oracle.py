@@ -27,12 +27,12 @@ from typing import Any
 
 from personavlm.bench.mcq import Item
 from personavlm.errors import ModelResponseError
-from personavlm.models.base import Message, Reply, TextPart, Usage
+from personavlm.models.base import Message, Reply, Usage
 from personavlm.personality import TRAITS
 from personavlm.synth.dialogue import Turn as WorldTurn
 from personavlm.synth.generate import User
 from personavlm.train import targets
-from personavlm.train.recorder import call_kind
+from personavlm.train.recorder import call_kind, text_of
 
 __all__ = ["Oracle", "Question"]
 
@@ -88,7 +88,7 @@ class Oracle:
     ) -> Reply:
         started = time.perf_counter()
         text = self._reply(messages)
-        words = sum(len(_text(m).split()) for m in messages)
+        words = sum(len(text_of(m).split()) for m in messages)
         return Reply(
             text, Usage(words, len(text.split())), "oracle", time.perf_counter() - started, "stop"
         )
@@ -128,7 +128,7 @@ class Oracle:
         # they are the same sessions. If that ever breaks, the targets would be misplaced.
         user = self._need(self.user, "a user")
         expected = sum(1 for t in user.turns if t.slot.session == session)
-        shown = len(re.findall(r"^\[(\d+)\] ", _text(messages[-1]), flags=re.MULTILINE))
+        shown = len(re.findall(r"^\[(\d+)\] ", text_of(messages[-1]), flags=re.MULTILINE))
         if shown != expected:
             raise ModelResponseError(
                 f"session {session} of {user.user_id} has {expected} exchanges in the world "
@@ -142,11 +142,11 @@ class Oracle:
         item = question.item
         rounds = sum(1 for m in messages if m.role == "assistant")
         if item.kind == "alignment":
-            return _alignment_answer(item, _text(messages[1]))
+            return _alignment_answer(item, text_of(messages[1]))
         if rounds == 0:
             keywords = question_keywords(item.query)
             return _step(_vary(item.id, _FIRST_THOUGHTS).format(topic=keywords), keywords)
-        found = _found(question, _text(messages[-1]), self._semantic)
+        found = _found(question, text_of(messages[-1]), self._semantic)
         if found is None:
             if rounds == 1:
                 keywords = _fallback_keywords(question)
@@ -225,13 +225,13 @@ def _found(
     shown = _normal(retrieved)
     quotes = []
     for turn in question.evidence:
-        said = _normal(turn.user.replace("<img>", " "))
+        words = " ".join(turn.user.replace("<img>", " ").split())
         fact = semantic.get(turn.slot.id)
-        content = _normal(fact.content) if fact is not None and fact.decision else ""
-        if said and said[:60] in shown:
-            quotes.append(f'"{turn.user.replace("<img>", "").strip()}"')
-        elif content and content in shown:
-            quotes.append(f'"{fact.content if fact else ""}"')
+        memory = fact.content if fact is not None and fact.decision else ""
+        if words and _normal(words)[:60] in shown:
+            quotes.append(f'"{words}"')
+        elif memory and _normal(memory) in shown:
+            quotes.append(f'"{memory}"')
         else:
             return None
     return "; ".join(quotes)
@@ -249,7 +249,3 @@ def _alignment_answer(item: Item, context: str) -> str:
         f"{verdict} someone like that."
     )
     return _answer(thought, item)
-
-
-def _text(message: Message) -> str:
-    return "".join(p.text for p in message.parts if isinstance(p, TextPart))

@@ -27,7 +27,7 @@ from typing import Any
 
 from personavlm.models.base import ChatModel, Message, Reply, TextPart
 
-__all__ = ["RecordedCall", "RecordingModel", "call_kind", "without_retries"]
+__all__ = ["RecordedCall", "RecordingModel", "call_kind", "text_of", "without_retries"]
 
 # agent/calls.py's retry note begins with this.
 _RETRY_NOTE = "Your reply could not be read:"
@@ -87,10 +87,15 @@ class RecordingModel:
         return calls
 
 
+def text_of(message: Message) -> str:
+    """A message's text parts, joined (pictures left out)."""
+    return "".join(p.text for p in message.parts if isinstance(p, TextPart))
+
+
 def _system_text(messages: Sequence[Message]) -> str | None:
     if not messages or messages[0].role != "system":
         return None
-    return "".join(p.text for p in messages[0].parts if isinstance(p, TextPart))
+    return text_of(messages[0])
 
 
 @cache
@@ -118,10 +123,7 @@ def call_kind(messages: Sequence[Message]) -> str | None:
 
 
 def is_retry_note(message: Message) -> bool:
-    if message.role != "user":
-        return False
-    text = "".join(p.text for p in message.parts if isinstance(p, TextPart))
-    return text.startswith(_RETRY_NOTE)
+    return message.role == "user" and text_of(message).startswith(_RETRY_NOTE)
 
 
 def without_retries(messages: Sequence[Message]) -> list[Message]:

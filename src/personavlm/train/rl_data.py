@@ -17,8 +17,6 @@ silently dropping them.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from personavlm.bench.mcq import Item, prompt_text
 from personavlm.errors import NotFoundError, ValidationError
 from personavlm.models.base import Message, TextPart
 from personavlm.timeutil import parse_time, to_storage
+from personavlm.train.samples import write_text_atomic
 
 __all__ = [
     "PICTURE_PLACEHOLDER",
@@ -128,16 +127,9 @@ def write_rl_prompts(
         **info,
     }
     lines = "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in prompts)
-    _atomic_write(out_dir / "rl.jsonl", lines)
-    _atomic_write(out_dir / "rl_manifest.json", json.dumps(manifest, indent=1) + "\n")
+    write_text_atomic(out_dir / "rl.jsonl", lines)
+    write_text_atomic(out_dir / "rl_manifest.json", json.dumps(manifest, indent=1) + "\n")
     return manifest
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def load_rl_prompts(directory: Path) -> RLData:

@@ -25,6 +25,7 @@ prompts by default (config `exclude_tasks`).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -179,6 +180,9 @@ class RetrievalRollout:
         state.model_turns += 1
         text = _decode(trainer.processing_class, reply)
         state.final_turn = text
+        if state.used >= budget and not (reply and reply[-1] in set(trainer.eos_token_ids)):
+            state.ended = "length"  # cut off mid-turn: the budget ended it, not the protocol
+            return False
         note = self._environment_turn(state, text)
         if note is None:
             return False
@@ -290,7 +294,8 @@ def _generate(trainer: Any, states: Sequence[RolloutState], max_new_tokens: int)
     input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
     attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
     device = trainer.accelerator.device
-    config = trainer.generation_config
+    config = copy.deepcopy(trainer.generation_config)  # the trainer's sampling settings
+    config.max_new_tokens = max_new_tokens
     with (
         unwrap_model_for_generation(
             trainer.model_wrapped,
@@ -305,7 +310,6 @@ def _generate(trainer: Any, states: Sequence[RolloutState], max_new_tokens: int)
             input_ids=input_ids.to(device),
             attention_mask=attention.to(device),
             generation_config=config,
-            max_new_tokens=max_new_tokens,
         )
     stops = set(trainer.eos_token_ids)
     replies = []

@@ -48,6 +48,7 @@ __all__ = [
     "copy_dataset",
     "load_samples",
     "sample_from_messages",
+    "write_text_atomic",
 ]
 
 SAMPLES_FORMAT = 1
@@ -211,10 +212,14 @@ class SampleWriter:
 
 
 def _write_json(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """`text` into `path` through a temporary file and a rename: never half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, ensure_ascii=False, indent=1)
-        handle.write("\n")
+        handle.write(text)
     os.replace(tmp, path)
 
 

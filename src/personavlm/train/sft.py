@@ -23,7 +23,7 @@ from personavlm.train.curves import training_curve
 from personavlm.train.modeling import LoadedModel, load_for_training, lora_config
 from personavlm.train.samples import IMAGE_MARKER, Sample, SampleDataset, load_samples
 
-__all__ = ["TrainResult", "run_sft", "sft_dataset"]
+__all__ = ["TrainResult", "finish_run", "run_sft", "sft_dataset"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def run_sft(recipe: Recipe) -> TrainResult:
     train_dataset = sft_dataset(dataset, vlm=loaded.is_vlm, limit=recipe.data.limit)
     trainer = _trainer(recipe, loaded, train_dataset)
     trainer.train()
-    return _finish(trainer, loaded, recipe, title="SFT")
+    return finish_run(trainer, loaded, recipe, title="SFT")
 
 
 def _trainer(recipe: Recipe, loaded: LoadedModel, train_dataset: Any) -> Any:
@@ -111,7 +111,8 @@ def _trainer(recipe: Recipe, loaded: LoadedModel, train_dataset: Any) -> Any:
         raise ConfigError(f"TRL refused the SFT set-up: {exc}") from exc
 
 
-def _finish(trainer: Any, loaded: LoadedModel, recipe: Recipe, *, title: str) -> TrainResult:
+def finish_run(trainer: Any, loaded: LoadedModel, recipe: Recipe, *, title: str) -> TrainResult:
+    """Saves the model and processor, the log history and the curve of a finished run."""
     output_dir = Path(recipe.train["output_dir"])
     trainer.save_model(str(output_dir))
     loaded.processor.save_pretrained(str(output_dir))

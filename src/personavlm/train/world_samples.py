@@ -51,9 +51,16 @@ from personavlm.errors import ProtocolError, ValidationError
 from personavlm.memory.store import MemoryStore
 from personavlm.models.base import ChatModel, Message
 from personavlm.synth import build_user, synthesize
+from personavlm.synth.dialogue import Turn as WorldTurn
 from personavlm.synth.generate import User
 from personavlm.train.oracle import Oracle, Question
-from personavlm.train.recorder import RecordedCall, RecordingModel, call_kind, without_retries
+from personavlm.train.recorder import (
+    RecordedCall,
+    RecordingModel,
+    call_kind,
+    text_of,
+    without_retries,
+)
 from personavlm.train.rl_data import RLPrompt, write_rl_prompts
 from personavlm.train.samples import Sample, SampleWriter, sample_from_messages
 
@@ -109,12 +116,7 @@ class _Collector:
             return
         last = calls[-1]
         messages = without_retries(last.messages)
-        try:
-            readable = all(_step_ok(m) for m in messages if m.role == "assistant")
-            final = parse_step(last.reply, Protocol.TAGS)
-        except ProtocolError:
-            readable, final = False, None
-        if not readable or not isinstance(final, AnswerAction):
+        if _final_answer(messages, last.reply) is None:
             self.rejected["reasoning: unreadable or unfinished trajectory"] += 1
         elif not keep:
             self.rejected[f"reasoning: {why}"] += 1
@@ -135,49 +137,64 @@ class _Collector:
         )
 
 
-def _step_ok(message: Message) -> bool:
-    text = "".join(getattr(p, "text", "") for p in message.parts)
-    parse_step(text, Protocol.TAGS)
-    return True
+def _final_answer(messages: Sequence[Message], reply: str) -> AnswerAction | None:
+    """The trajectory's answer when every step of it reads, else None."""
+    try:
+        for message in messages:
+            if message.role == "assistant":
+                parse_step(text_of(message), Protocol.TAGS)
+        final = parse_step(reply, Protocol.TAGS)
+    except ProtocolError:
+        return None
+    return final if isinstance(final, AnswerAction) else None
+
+
+@dataclass
+class _Replay:
+    """What the ingest and the reader share: the agent, the recorder around the teacher,
+    the oracle (None for a real teacher), the simulated worlds and the collector."""
+
+    assistant: Assistant
+    recorder: RecordingModel
+    oracle: Oracle | None
+    worlds: Mapping[str, User]
+    collector: _Collector
+    turns: dict[tuple[str, str], WorldTurn] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.turns = {(u, t.slot.id): t for u, w in self.worlds.items() for t in w.turns}
+
+    def oracle_on(self, user: str) -> Oracle | None:
+        """The oracle, set to `user`'s world (None with a real teacher)."""
+        if self.oracle is not None and self.oracle.user is not self.worlds[user]:
+            self.oracle.set_user(self.worlds[user])
+        return self.oracle
 
 
 class _Ingest(AgentIngest):
     """AgentIngest that tells the oracle which exchange and session it is on."""
 
-    def __init__(
-        self,
-        assistant: Assistant,
-        recorder: RecordingModel,
-        oracle: Oracle | None,
-        worlds: Mapping[str, User],
-        collector: _Collector,
-    ) -> None:
-        super().__init__(assistant)
-        self.recorder, self.oracle, self.worlds, self.collector = (
-            recorder,
-            oracle,
-            worlds,
-            collector,
-        )
+    def __init__(self, replay: _Replay) -> None:
+        super().__init__(replay.assistant)
+        self.replay = replay
         self._last: dict[str, int] = {}  # user -> session of the last exchange recorded
 
     def add(self, user: str, exchange: HistoryExchange) -> None:
-        world = self.worlds[user]
-        turn = next(t for t in world.turns if t.slot.id == exchange.ext_id)
-        if self.oracle is not None:
-            if self.oracle.user is not world:
-                self.oracle.set_user(world)
-            self.oracle.turn = turn
-            self.oracle.closing = self._last.get(user)
+        turn = self.replay.turns[(user, exchange.ext_id)]
+        oracle = self.replay.oracle_on(user)
+        if oracle is not None:
+            oracle.turn = turn
+            oracle.closing = self._last.get(user)  # a new session closes the last one
         super().add(user, exchange)
         self._last[user] = turn.slot.session
-        self.collector.update_calls(self.recorder.take())
+        self.replay.collector.update_calls(self.replay.recorder.take())
 
     def settle(self, user: str, at: datetime) -> None:
-        if self.oracle is not None:
-            self.oracle.closing = self._last.get(user)
+        oracle = self.replay.oracle_on(user)
+        if oracle is not None:
+            oracle.closing = self._last.get(user)
         super().settle(user, at)
-        self.collector.update_calls(self.recorder.take())
+        self.replay.collector.update_calls(self.replay.recorder.take())
 
 
 class _Reader:
@@ -185,16 +202,8 @@ class _Reader:
 
     name = "teacher"
 
-    def __init__(
-        self,
-        assistant: Assistant,
-        recorder: RecordingModel,
-        oracle: Oracle | None,
-        worlds: Mapping[str, User],
-        collector: _Collector,
-    ) -> None:
-        self.assistant, self.recorder, self.oracle = assistant, recorder, oracle
-        self.worlds, self.collector = worlds, collector
+    def __init__(self, replay: _Replay) -> None:
+        self.replay = replay
 
     def answer(self, item: Item) -> Answer:
         text = self._ask(item, prompt_text(item), open_form=False)
@@ -203,25 +212,24 @@ class _Reader:
         return Answer(text)
 
     def _ask(self, item: Item, query: str, *, open_form: bool) -> str:
-        if self.oracle is not None:
-            world = self.worlds[item.user]
-            if self.oracle.user is not world:
-                self.oracle.set_user(world)
-            evidence = tuple(t for t in world.turns if t.slot.id in set(item.evidence))
-            self.oracle.question = Question(item, evidence)
-        answer, _ = self.assistant.ask(item.user, query, time=item.time)
-        calls = self.recorder.take()
+        replay = self.replay
+        oracle = replay.oracle_on(item.user)
+        if oracle is not None:
+            evidence = tuple(replay.turns[(item.user, e)] for e in item.evidence)
+            oracle.question = Question(item, evidence)
+        answer, _ = replay.assistant.ask(item.user, query, time=item.time)
+        calls = replay.recorder.take()
         right = robust_letter(answer, item.choices) == item.answer
         if open_form:
             # The open form's answer is the option text: right when it names that option.
             right = item.choices[item.answer].lower() in answer.lower()
-        missed = self.oracle is not None and item.id in self.oracle.unanswered
+        missed = oracle is not None and item.id in oracle.unanswered
         why = "evidence never retrieved" if missed else "wrong answer"
-        self.collector.trajectory(calls, right and not missed, why)
+        replay.collector.trajectory(calls, right and not missed, why)
         if calls:
-            self.collector.rl.append(RLPrompt.of(item, calls[0].messages, open_form=open_form))
-        if self.oracle is not None:
-            self.oracle.unanswered.discard(item.id)
+            replay.collector.rl.append(RLPrompt.of(item, calls[0].messages, open_form=open_form))
+        if oracle is not None:
+            oracle.unanswered.discard(item.id)
         return answer
 
 
@@ -266,15 +274,17 @@ def _build(
     worlds = {
         p.user: build_user(seed=seed, user_id=p.user.rsplit("/", 1)[-1], size=size) for p in plans
     }
-    oracle = Oracle() if teacher is None else None
-    recorder = RecordingModel(oracle if oracle is not None else teacher)  # type: ignore[arg-type]
-    source = "oracle" if teacher is None else f"teacher:{recorder.name}"
+    oracle: Oracle | None = None
+    if teacher is None:
+        oracle = Oracle()
+        recorder, source = RecordingModel(oracle), "oracle"
+    else:
+        recorder, source = RecordingModel(teacher), f"teacher:{teacher.name}"
     collector = _Collector(SampleWriter(work), source)
     config = AgentConfig(protocol="tags", update="inline")
     with MemoryStore.open(work / "memory.db", embedder=embedder) as store:
-        assistant = Assistant(store, recorder, config)
-        ingest = _Ingest(assistant, recorder, oracle, worlds, collector)
-        reader = _Reader(assistant, recorder, oracle, worlds, collector)
+        replay = _Replay(Assistant(store, recorder, config), recorder, oracle, worlds, collector)
+        ingest, reader = _Ingest(replay), _Reader(replay)
         log = RecordLog(work / "asked.jsonl")
         for plan in plans:
             run_plans([plan], ingest, reader, log)
