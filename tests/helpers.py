@@ -5,7 +5,10 @@ from __future__ import annotations
 import sqlite3
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 from personavlm.memory import MemoryStore
 
@@ -28,15 +31,44 @@ def write_png(path: Path, rgb: tuple[int, int, int] = (200, 30, 30), size: int =
     return path
 
 
+@contextmanager
+def connect(location: str) -> Iterator[Any]:
+    """A plain driver connection to a store (SQLite path or PostgreSQL URL), for checks that
+    look under the store's verbs; `execute` returns rows the same way for both."""
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location, autocommit=True) as conn:
+            yield conn
+        return
+    with closing(sqlite3.connect(location)) as conn:
+        yield conn
+
+
 def table_counts(store: MemoryStore) -> dict[str, int]:
     """Row counts of every table: equal before and after a failed call means nothing was
     written."""
-    with sqlite3.connect(store.path) as conn:
+    if store.engine_kind == "postgres":
+        return _postgres_counts(store.location)
+    with sqlite3.connect(store.location) as conn:
         names = [
             r[0]
             for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' "
                 "AND name NOT LIKE 'memory_fts_%' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        return {n: conn.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in names}
+
+
+def _postgres_counts(url: str) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
             )
         ]
         return {n: conn.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in names}

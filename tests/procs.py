@@ -8,9 +8,11 @@ A worker never lets an exception escape: the parent must see every failure's tex
 
 from __future__ import annotations
 
+import tempfile
 import traceback
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from personavlm.embed import HashingEmbedder
@@ -39,6 +41,15 @@ def updated_text(worker: int, i: int) -> str:
     return f"worker {worker} fact {i} revised: the lantern number {worker * 1000 + i} glows blue"
 
 
+def open_location(db: str) -> MemoryStore:
+    """The store at `db` (a SQLite path or a PostgreSQL URL), pictures in a temp folder for
+    PostgreSQL (a SQLite store keeps them beside its file)."""
+    blobs = None
+    if db.startswith("postgresql://"):
+        blobs = Path(tempfile.gettempdir()) / "personavlm-test-blobs"
+    return MemoryStore.open(db, embedder=HashingEmbedder(), blob_dir=blobs)
+
+
 def core_value(worker: int, i: int) -> str:
     return f"value {worker}-{i}"
 
@@ -55,7 +66,7 @@ def memory_worker(db: str, user: str, worker: int, rounds: int, barrier: Any, qu
         semantic: dict[int, int] = {}  # round -> id of the added semantic memory
         updated: dict[int, int] = {}  # round -> id of the version that superseded it
         core: list[int] = []
-        with MemoryStore.open(db, embedder=HashingEmbedder()) as store:
+        with open_location(db) as store:
             for i in range(rounds):
                 memory = store.add(user, "semantic", semantic_text(worker, i), actor=actor)
                 semantic[i] = memory.id
@@ -125,7 +136,7 @@ def turn_worker(db: str, user_index: int, count: int, barrier: Any, queue: Any) 
         ]
         barrier.wait(BARRIER_TIMEOUT_S)
         added = skipped = resent = calls = 0
-        with MemoryStore.open(db, embedder=HashingEmbedder()) as store:
+        with open_location(db) as store:
             start = 0
             for size in chunk_sizes(user_index, count):
                 begin = max(0, start - RESENT)
@@ -149,7 +160,7 @@ def search_worker(db: str, users: list[str], barrier: Any, stop: Any, queue: Any
     def body() -> dict[str, int]:
         barrier.wait(BARRIER_TIMEOUT_S)
         searches = not_yet = hits = 0
-        with MemoryStore.open(db, embedder=HashingEmbedder()) as store:
+        with open_location(db) as store:
             last_round = False
             while True:
                 last_round = stop.is_set()

@@ -624,11 +624,13 @@ def test_failed_commands_change_nothing(ann: Cli) -> None:
     ]  # fmt: skip
 
 
-def test_postgresql_db_is_a_config_error(cli: Cli) -> None:
-    url = "postgresql://me@localhost/memory"
+def test_unreachable_postgresql_is_a_store_error_without_the_password(cli: Cli) -> None:
+    url = "postgresql://me:secret@127.0.0.1:1/memory"  # port 1: nothing listens there
     result = cli.run("memory", "list", "--user", "ann", "--db", url, db=False)
-    assert result.returncode == 3
-    assert "PostgreSQL stores are not available" in error_line(result)
+    assert result.returncode == 4
+    line = error_line(result)
+    assert "cannot connect to postgresql://me:***@127.0.0.1:1/memory" in line
+    assert "secret" not in result.stdout + result.stderr
 
 
 def test_config_errors_exit_3(cli: Cli, tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 
 import procs
+from conftest import ENGINES
+from helpers import connect
 from personavlm.embed import HashingEmbedder
 from personavlm.memory import MemoryStatus, MemoryStore
 from personavlm.memory.turnlog import SESSION_GAP
@@ -112,14 +114,17 @@ def assert_integrity(db: Path) -> None:
 
 
 @pytest.mark.slow
-def test_processes_writing_to_one_user_lose_nothing(tmp_path: Path) -> None:
-    db = tmp_path / "memory.db"  # created by the workers themselves, all at once
+@pytest.mark.parametrize("store_location", ENGINES, indirect=True)
+def test_processes_writing_to_one_user_lose_nothing(store_location: str) -> None:
+    # SQLite: the file is created by the workers themselves, all at once. PostgreSQL: the
+    # database is empty, so the workers race to create the schema.
+    db = store_location
     barrier = CTX.Barrier(MEMORY_WORKERS)
     results_queue = CTX.Queue()
     targets = {
         f"memory worker {w}": (
             procs.memory_worker,
-            (str(db), SHARED_USER, w, ROUNDS, barrier, results_queue),
+            (db, SHARED_USER, w, ROUNDS, barrier, results_queue),
         )
         for w in range(MEMORY_WORKERS)
     }
@@ -130,11 +135,9 @@ def test_processes_writing_to_one_user_lose_nothing(tmp_path: Path) -> None:
     writes_per_worker = 2 * ROUNDS + ROUNDS // 2
     assert all(r["writes"] == writes_per_worker for r in reports.values())
 
-    assert_integrity(db)
-    with (
-        MemoryStore.open(db, embedder=HashingEmbedder()) as store,
-        closing(sqlite3.connect(db)) as conn,
-    ):
+    if not db.startswith("postgresql://"):
+        assert_integrity(Path(db))
+    with procs.open_location(db) as store, connect(db) as conn:
         # One audit event per write call, each attributed to the worker that made it.
         events = conn.execute("SELECT user_id, actor, op FROM memory_events ORDER BY id").fetchall()
         assert len(events) == MEMORY_WORKERS * writes_per_worker
@@ -249,11 +252,9 @@ def test_processes_appending_turns_for_different_users(tmp_path: Path) -> None:
     searched = results["search worker"][1]
     assert searched["searches"] >= TURN_USERS and searched["hits"] > 0
 
-    assert_integrity(db)
-    with (
-        MemoryStore.open(db, embedder=HashingEmbedder()) as store,
-        closing(sqlite3.connect(db)) as conn,
-    ):
+    if not db.startswith("postgresql://"):
+        assert_integrity(Path(db))
+    with procs.open_location(db) as store, connect(db) as conn:
         assert sorted(store.users()) == users
         for u, user in enumerate(users):
             plan = procs.turn_plan(u, TURNS_PER_USER)

@@ -16,6 +16,9 @@ from personavlm.memory import MemoryStore, MemoryType, TurnInput
 from personavlm.memory.ingest import ingest_file
 from personavlm.memory.validate import MAX_TEXT_CHARS
 
+# The store contract: every test here runs on SQLite and on PostgreSQL (conftest.py).
+STORE_CONTRACT = True
+
 
 def _jsonl(path: Path, turns: list[dict[str, Any]]) -> Path:
     path.write_text("\n".join(json.dumps(t) for t in turns) + "\n", encoding="utf-8")

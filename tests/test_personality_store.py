@@ -10,6 +10,9 @@ from personavlm.errors import ConflictError, NotFoundError, ValidationError
 from personavlm.memory import MemoryStore, TurnInput
 from personavlm.personality import PersonalityState, Reading, SkipRule, replay
 
+# The store contract: every test here runs on SQLite and on PostgreSQL (conftest.py).
+STORE_CONTRACT = True
+
 
 def test_readings_follow_the_paper_schedule_and_are_kept(store: MemoryStore) -> None:
     store.append_turns(

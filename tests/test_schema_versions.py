@@ -154,6 +154,11 @@ def build_sample_store(path: Path) -> None:
         store.record_personality("bo", Reading(2, 4, 3, 3, 3), time="2024-02-01 12:00")
         if SCHEMA_VERSION >= 2:  # the update queue: ann's last session waits to be closed
             store.close_session("ann")
+        if SCHEMA_VERSION >= 3:  # API keys: an admin key, and one live and one revoked of ann
+            store.register_api_key("admin-key-of-the-v3-fixture", None, label="admin")
+            store.create_api_key("ann", label="phone")
+            laptop, _ = store.create_api_key("ann", label="laptop")
+            store.revoke_api_key(laptop.id)
 
 
 def dump_sql(db_path: Path) -> str:
@@ -512,3 +517,19 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: python tests/test_schema_versions.py tests/data/schema/vN.sql")
     write_dump(Path(sys.argv[1]))
+
+
+def test_restored_dump_api_keys(restored: Path) -> None:
+    """Version 3 added the service's API keys: older databases migrate to none (so the
+    service generates an admin key on first start); a v3 dump keeps its hashed keys."""
+    dumped_version = int(restored.stem[1:])
+    with MemoryStore.open(restored, embedder=HashingEmbedder()) as store:
+        if dumped_version < 3:
+            assert not store.has_admin_key() and store.api_keys("ann") == []
+            return
+        admin = store.authenticate("admin-key-of-the-v3-fixture")
+        assert admin is not None and admin.is_admin and admin.label == "admin"
+        phone, laptop = store.api_keys("ann")
+        assert (phone.label, phone.revoked_at) == ("phone", None)
+        assert laptop.label == "laptop" and laptop.revoked_at is not None
+        assert "admin-key-of-the-v3-fixture" not in restored.read_text(errors="replace")

@@ -3,12 +3,13 @@ across store handles, encoder mismatch and re-index."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from helpers import write_png
-from personavlm.embed import HashingEmbedder
+from personavlm.embed import Embedder, HashingEmbedder
 from personavlm.errors import EmbedderMismatchError, NotFoundError, ValidationError
 from personavlm.memory import MemoryStore, MemoryType, Method, RetrievalConfig, TurnInput
 from personavlm.memory.search import Fusion, query_terms
@@ -19,6 +20,9 @@ ALL_METHODS = [
     RetrievalConfig(method=Method.FUSED, fusion=Fusion.RRF),
     RetrievalConfig(method=Method.FUSED, fusion=Fusion.SCORE, bm25_weight=0.3, dense_weight=0.7),
 ]
+
+# The store contract: every test here runs on SQLite and on PostgreSQL (conftest.py).
+STORE_CONTRACT = True
 
 
 def _facts(store: MemoryStore) -> dict[str, int]:
@@ -134,23 +138,19 @@ def test_hits_carry_source_turns_and_images(store: MemoryStore, tmp_path: Path) 
     assert hit.ranks.keys() <= {"bm25", "dense"} and hit.ranks
 
 
-def test_a_second_handle_sees_writes_of_the_first(tmp_path: Path) -> None:
+def test_a_second_handle_sees_writes_of_the_first(
+    open_store: Callable[..., MemoryStore],
+) -> None:
     # Two handles stand for two processes: the vector cache of one must notice the other's
     # adds, updates and deletes.
-    path = tmp_path / "shared.db"
-    with (
-        MemoryStore.open(path, embedder=HashingEmbedder()) as writer,
-        MemoryStore.open(path, embedder=HashingEmbedder()) as reader,
-    ):
-        first = writer.add("ann", "semantic", "Ann plays the cello")
-        dense = RetrievalConfig(method=Method.DENSE)
-        assert [h.memory.id for h in reader.search("ann", "cello", config=dense)] == [first.id]
-        second = writer.update("ann", first.id, content="Ann plays the viola now")
-        assert [h.memory.id for h in reader.search("ann", "cello viola", config=dense)] == [
-            second.id
-        ]
-        writer.delete("ann", second.id)
-        assert reader.search("ann", "viola", config=dense) == []
+    writer, reader = open_store(), open_store()
+    first = writer.add("ann", "semantic", "Ann plays the cello")
+    dense = RetrievalConfig(method=Method.DENSE)
+    assert [h.memory.id for h in reader.search("ann", "cello", config=dense)] == [first.id]
+    second = writer.update("ann", first.id, content="Ann plays the viola now")
+    assert [h.memory.id for h in reader.search("ann", "cello viola", config=dense)] == [second.id]
+    writer.delete("ann", second.id)
+    assert reader.search("ann", "viola", config=dense) == []
 
 
 def test_search_input_errors(store: MemoryStore) -> None:
@@ -188,22 +188,23 @@ def test_fts_query_syntax_in_user_text_is_inert(store: MemoryStore) -> None:
     assert [h.memory.id for h in hits] == [fact.id]
 
 
-def test_other_encoder_is_refused_until_reindex(tmp_path: Path) -> None:
-    path = tmp_path / "m.db"
-    with MemoryStore.open(path, embedder=HashingEmbedder(256)) as store:
+def test_other_encoder_is_refused_until_reindex(open_store: Callable[..., MemoryStore]) -> None:
+    with open_store(HashingEmbedder(256)) as store:
         store.add("ann", "semantic", "Ann collects stamps")
     with pytest.raises(EmbedderMismatchError, match="personavlm reindex"):
-        MemoryStore.open(path, embedder=HashingEmbedder(64))
-    with MemoryStore.open(path, embedder=HashingEmbedder(64), check_embedder=False) as store:
+        open_store(HashingEmbedder(64))
+    with open_store(HashingEmbedder(64), check_embedder=False) as store:
         assert store.reindex() == 1
-    with MemoryStore.open(path, embedder=HashingEmbedder(64)) as store:
+    with open_store(HashingEmbedder(64)) as store:
         hits = store.search("ann", "stamps", config=RetrievalConfig(method=Method.DENSE))
         assert [h.memory.content for h in hits] == ["Ann collects stamps"]
 
 
 @pytest.mark.slow
-def test_minilm_finds_paraphrases_that_share_no_word(tmp_path: Path, minilm: object) -> None:
-    with MemoryStore.open(tmp_path / "m.db", embedder=minilm) as store:  # type: ignore[arg-type]
+def test_minilm_finds_paraphrases_that_share_no_word(
+    open_store: Callable[..., MemoryStore], minilm: Embedder
+) -> None:
+    with open_store(minilm) as store:
         target = store.add("ann", "semantic", "Ann adopted a kitten in March")
         store.add("ann", "semantic", "Ann bought a new road bike")
         store.add("ann", "semantic", "Ann's brother lives in Madrid")

@@ -93,14 +93,22 @@ def test_sqlite_url_from_environment(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "url", ["postgresql://user@localhost/memory", "postgres://localhost:5432/memory"]
 )
-def test_postgresql_url_is_a_config_error(url: str) -> None:
-    with pytest.raises(ConfigError, match="PostgreSQL"):
-        load_settings(db=url, env={})
+def test_postgresql_url_selects_postgres(url: str, tmp_path: Path) -> None:
+    settings = load_settings(db=url, env={"PERSONAVLM_HOME": str(tmp_path)})
+    assert (settings.location, settings.db_url, settings.db_path) == (url, url, None)
+    # PostgreSQL keeps rows only: pictures go to a folder under the home.
+    assert settings.blob_dir == tmp_path / "blobs"
 
 
-def test_postgresql_url_in_environment_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="PostgreSQL"):
-        load_settings(env={"PERSONAVLM_DB": "postgresql://localhost/x", "PERSONAVLM_HOME": "/"})
+def test_postgresql_url_from_environment_with_blob_folder(tmp_path: Path) -> None:
+    env = {
+        "PERSONAVLM_DB": "postgresql://localhost/x",
+        "PERSONAVLM_HOME": "/",
+        "PERSONAVLM_BLOBS": str(tmp_path / "pictures"),
+    }
+    settings = load_settings(env=env)
+    assert settings.location == "postgresql://localhost/x"
+    assert settings.blob_dir == (tmp_path / "pictures").resolve()
 
 
 def test_other_url_schemes_are_config_errors() -> None:

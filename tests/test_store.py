@@ -3,6 +3,7 @@ history, undo, timeline."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 
 from personavlm.errors import ConflictError, NotFoundError, ValidationError
 from personavlm.memory import EventOp, MemoryStatus, MemoryStore, MemoryType
+
+# The store contract: every test here runs on SQLite and on PostgreSQL (conftest.py).
+STORE_CONTRACT = True
 
 
 def test_add_and_get_round_trip(store: MemoryStore) -> None:
@@ -230,13 +234,18 @@ def test_memory_time_is_the_time_of_its_source_turns(store: MemoryStore) -> None
         store.add("bob", "semantic", "x", source_turn_ids=[turns[0].id])
 
 
-def test_missing_store_is_not_created_for_readers(tmp_path: Path) -> None:
-    from personavlm.embed import HashingEmbedder
+def test_missing_store_is_not_created_for_readers(
+    open_store: Callable[..., MemoryStore], store_location: str
+) -> None:
     from personavlm.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no personavlm store at"):
-        MemoryStore.open(tmp_path / "absent.db", embedder=HashingEmbedder(), create=False)
-    assert not (tmp_path / "absent.db").exists()
+        open_store(create=False)
+    # Nothing was created: a writer now makes the store, and a reader then opens it.
+    if not store_location.startswith("postgresql://"):
+        assert not Path(store_location).exists()
+    open_store().add("ann", "semantic", "now there is a store")
+    assert [m.content for m in open_store(create=False).list("ann")] == ["now there is a store"]
 
 
 def test_default_time_is_the_local_conversation_clock(store: MemoryStore) -> None:

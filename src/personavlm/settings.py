@@ -1,8 +1,11 @@
 """One typed settings object, resolved once at the edge (CLI, server) from flags and env.
 
 Where data lives, in order: `--db PATH|URL`; else PERSONAVLM_DB; else the SQLite file
-`personavlm.db` under PERSONAVLM_HOME (default ~/.local/share/personavlm). Which chat model:
-`--model SPEC`, else PERSONAVLM_MODEL; its API key: PERSONAVLM_API_KEY, else OPENAI_API_KEY.
+`personavlm.db` under PERSONAVLM_HOME (default ~/.local/share/personavlm). A `postgresql://`
+URL selects the PostgreSQL engine; its pictures go to PERSONAVLM_BLOBS, else
+$PERSONAVLM_HOME/blobs (a SQLite store keeps them beside its file, in `<file>.blobs`).
+Which chat model: `--model SPEC`, else PERSONAVLM_MODEL; its API key: PERSONAVLM_API_KEY,
+else OPENAI_API_KEY.
 Nothing in the library reads the environment; it is handed a Settings (and a model spec/key).
 """
 
@@ -31,12 +34,26 @@ _DEFAULT_HOME = Path("~/.local/share/personavlm")
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    db_path: Path  # the SQLite file
+    db_path: Path | None  # the SQLite file; None for a PostgreSQL store
     home: Path
     embedder: str = DEFAULT_EMBEDDER
+    db_url: str | None = None  # the PostgreSQL URL; None for a SQLite store
+    blobs: Path | None = None  # PERSONAVLM_BLOBS, where given
+
+    @property
+    def location(self) -> str:
+        """What MemoryStore.open takes: the SQLite file's path or the PostgreSQL URL."""
+        if self.db_url is not None:
+            return self.db_url
+        assert self.db_path is not None
+        return str(self.db_path)
 
     @property
     def blob_dir(self) -> Path:
+        if self.blobs is not None:
+            return self.blobs
+        if self.db_path is None:
+            return self.home / "blobs"
         return self.db_path.with_name(self.db_path.name + ".blobs")
 
 
@@ -50,9 +67,12 @@ def load_settings(
     environ = os.environ if env is None else env
     home = Path(environ.get("PERSONAVLM_HOME") or _DEFAULT_HOME).expanduser()
     location = db or environ.get("PERSONAVLM_DB") or str(home / "personavlm.db")
-    return Settings(
-        db_path=_sqlite_path(location), home=home, embedder=embedder_name(embedder, environ)
-    )
+    blobs = environ.get("PERSONAVLM_BLOBS", "").strip()
+    blob_dir = Path(blobs).expanduser().resolve() if blobs else None
+    name = embedder_name(embedder, environ)
+    if location.startswith(("postgresql://", "postgres://")):
+        return Settings(db_path=None, home=home, embedder=name, db_url=location, blobs=blob_dir)
+    return Settings(db_path=_sqlite_path(location), home=home, embedder=name, blobs=blob_dir)
 
 
 def embedder_name(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
@@ -98,16 +118,14 @@ def named_secret(name: str | None, env: Mapping[str, str] | None = None) -> str 
 
 
 def _sqlite_path(location: str) -> Path:
-    if location.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(
-            "PostgreSQL stores are not available in this version of personavlm; "
-            "give a SQLite file path (or sqlite:///path) for --db / PERSONAVLM_DB"
-        )
     if location.startswith("sqlite:///"):
         # SQLAlchemy's convention: sqlite:///rel.db is relative, sqlite:////abs.db absolute.
         location = location.removeprefix("sqlite:///")
     elif "://" in location:
-        raise ConfigError(f"unsupported database URL {location!r}; use a path or sqlite:///path")
+        raise ConfigError(
+            f"unsupported database URL {location!r}; use a path, sqlite:///path or "
+            "postgresql://user:password@host/database"
+        )
     path = Path(location).expanduser()
     if path.is_dir():
         raise ConfigError(

@@ -133,7 +133,7 @@ def ingest(
             report.to_dict(),
             as_json=as_json,
             text=f"{report.added} turns added, {report.skipped} already stored; "
-            f"user {user!r} has {report.sessions} sessions ({store.path})",
+            f"user {user!r} has {report.sessions} sessions ({store.location})",
         )
 
 

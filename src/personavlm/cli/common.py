@@ -29,8 +29,8 @@ __all__ = [
 DbOption = typer.Option(
     None,
     "--db",
-    help="SQLite file (or sqlite:///path). Default: $PERSONAVLM_DB, else "
-    "$PERSONAVLM_HOME/personavlm.db (~/.local/share/personavlm).",
+    help="SQLite file (or sqlite:///path), or a postgresql://user:password@host/db URL. "
+    "Default: $PERSONAVLM_DB, else $PERSONAVLM_HOME/personavlm.db (~/.local/share/personavlm).",
     show_default=False,
 )
 EmbedderOption = typer.Option(
@@ -65,7 +65,7 @@ def open_store(
     """Open the configured store; only commands that write new data pass create=True."""
     resolved = settings(db, embedder)
     store = MemoryStore.open(
-        resolved.db_path,
+        resolved.location,
         embedder=embed.load(resolved.embedder),
         blob_dir=resolved.blob_dir,
         check_embedder=check_embedder,

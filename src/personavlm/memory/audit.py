@@ -10,10 +10,10 @@ in place (an update is a new row), so undoing an event only has to put back each
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from personavlm.errors import ConflictError, NotFoundError
+from personavlm.memory.engine import Conn, integrity_errors
 from personavlm.memory.records import EventOp, Memory, MemoryEvent, MemoryStatus
 from personavlm.memory.rows import MEMORY_COLUMNS, memory_from_row, snapshot
 from personavlm.timeutil import from_storage, to_storage, to_storage_or_none, utc_now
@@ -24,7 +24,7 @@ Snapshot = dict[str, Any]
 Change = tuple[Snapshot | None, Snapshot | None]
 
 
-def load_memory(conn: sqlite3.Connection, user_id: str, memory_id: int) -> Memory:
+def load_memory(conn: Conn, user_id: str, memory_id: int) -> Memory:
     row = conn.execute(
         f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id = ? AND user_id = ?",
         (memory_id, user_id),
@@ -35,7 +35,7 @@ def load_memory(conn: sqlite3.Connection, user_id: str, memory_id: int) -> Memor
 
 
 def record_event(
-    conn: sqlite3.Connection,
+    conn: Conn,
     *,
     user_id: str,
     op: EventOp,
@@ -46,11 +46,10 @@ def record_event(
 ) -> int:
     cursor = conn.execute(
         "INSERT INTO memory_events(user_id, op, actor, time, turn_id, undoes) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
         (user_id, op.value, actor, to_storage(utc_now()), turn_id, undoes),
     )
-    event_id = cursor.lastrowid
-    assert event_id is not None
+    event_id = int(cursor.fetchone()[0])
     conn.executemany(
         "INSERT INTO memory_event_changes(event_id, memory_id, before, after) VALUES (?, ?, ?, ?)",
         [
@@ -61,7 +60,7 @@ def record_event(
     return event_id
 
 
-def history(conn: sqlite3.Connection, user_id: str, memory_id: int) -> list[MemoryEvent]:
+def history(conn: Conn, user_id: str, memory_id: int) -> list[MemoryEvent]:
     load_memory(conn, user_id, memory_id)  # NotFoundError for another user's memory
     ids = [
         row[0]
@@ -73,7 +72,7 @@ def history(conn: sqlite3.Connection, user_id: str, memory_id: int) -> list[Memo
     return [load_event(conn, user_id, event_id) for event_id in ids]
 
 
-def load_event(conn: sqlite3.Connection, user_id: str, event_id: int) -> MemoryEvent:
+def load_event(conn: Conn, user_id: str, event_id: int) -> MemoryEvent:
     row = conn.execute(
         "SELECT id, user_id, op, actor, time, turn_id, undoes FROM memory_events "
         "WHERE id = ? AND user_id = ?",
@@ -101,7 +100,7 @@ def load_event(conn: sqlite3.Connection, user_id: str, event_id: int) -> MemoryE
     )
 
 
-def undo(conn: sqlite3.Connection, user_id: str, event_id: int, *, actor: str) -> int:
+def undo(conn: Conn, user_id: str, event_id: int, *, actor: str) -> int:
     """Put every memory the event touched back to its state before it; returns the new
     event's id. Refuses (ConflictError) when a touched memory changed after the event."""
     event = load_event(conn, user_id, event_id)
@@ -124,15 +123,13 @@ def undo(conn: sqlite3.Connection, user_id: str, event_id: int, *, actor: str) -
     )
 
 
-def set_state(
-    conn: sqlite3.Connection, memory: Memory, status: MemoryStatus, valid_to: str | None
-) -> Memory:
+def set_state(conn: Conn, memory: Memory, status: MemoryStatus, valid_to: str | None) -> Memory:
     try:
         conn.execute(
             "UPDATE memories SET status = ?, valid_to = ? WHERE id = ?",
             (status.value, valid_to, memory.id),
         )
-    except sqlite3.IntegrityError as exc:
+    except integrity_errors() as exc:
         raise ConflictError(
             f"memory {memory.id} cannot become active again: {memory.type.value} key "
             f"{memory.key!r} already has another active memory; delete or undo that one first"
@@ -140,7 +137,7 @@ def set_state(
     return load_memory(conn, memory.user_id, memory.id)
 
 
-def timeline(conn: sqlite3.Connection, user_id: str, memory_id: int) -> list[Memory]:
+def timeline(conn: Conn, user_id: str, memory_id: int) -> list[Memory]:
     """The supersedes chain through this memory, oldest first.
 
     Going forward, a version that was undone (deleted) gives way to a live successor; the
@@ -155,7 +152,7 @@ def timeline(conn: sqlite3.Connection, user_id: str, memory_id: int) -> list[Mem
     return chain
 
 
-def _successor(conn: sqlite3.Connection, user_id: str, memory_id: int) -> Memory | None:
+def _successor(conn: Conn, user_id: str, memory_id: int) -> Memory | None:
     row = conn.execute(
         f"SELECT {MEMORY_COLUMNS} FROM memories WHERE supersedes = ? AND user_id = ? "
         "ORDER BY status = 'deleted', id DESC LIMIT 1",
@@ -165,7 +162,7 @@ def _successor(conn: sqlite3.Connection, user_id: str, memory_id: int) -> Memory
 
 
 def _check_unchanged_since(
-    conn: sqlite3.Connection, event: MemoryEvent, memory: Memory, after: Snapshot | None
+    conn: Conn, event: MemoryEvent, memory: Memory, after: Snapshot | None
 ) -> None:
     expected = (after or {}).get("status"), (after or {}).get("valid_to")
     if (memory.status.value, to_storage_or_none(memory.valid_to)) == expected:

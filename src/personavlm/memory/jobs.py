@@ -19,13 +19,13 @@ Queue mechanics use UTC wall-clock time; conversation times stay the user's loca
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from personavlm.errors import NotFoundError, StoreError
+from personavlm.memory.engine import Conn
 from personavlm.timeutil import from_storage, to_storage, utc_now
 
 __all__ = [
@@ -86,7 +86,7 @@ class QueueStatus:
 
 
 def enqueue(
-    conn: sqlite3.Connection,
+    conn: Conn,
     user_id: str,
     kind: JobKind,
     payload: dict[str, Any],
@@ -97,7 +97,7 @@ def enqueue(
     queued already (a session is summarised once)."""
     cursor = conn.execute(
         "INSERT INTO update_jobs(user_id, kind, session_id, payload, status, created_at) "
-        "VALUES (?, ?, ?, ?, 'pending', ?) ON CONFLICT DO NOTHING",
+        "VALUES (?, ?, ?, ?, 'pending', ?) ON CONFLICT DO NOTHING RETURNING id",
         (
             user_id,
             kind.value,
@@ -106,11 +106,12 @@ def enqueue(
             to_storage(utc_now()),
         ),
     )
-    return cursor.lastrowid if cursor.rowcount else None
+    row = cursor.fetchone()
+    return None if row is None else int(row[0])
 
 
 def claim(
-    conn: sqlite3.Connection,
+    conn: Conn,
     worker: str,
     *,
     lease_s: float,
@@ -149,7 +150,7 @@ def claim(
     return _job_from_row(row, attempts=row[5] + 1)
 
 
-def finish(conn: sqlite3.Connection, job_id: int) -> None:
+def finish(conn: Conn, job_id: int) -> None:
     """Mark a job done, inside the transaction that applied its result."""
     cursor = conn.execute(
         "UPDATE update_jobs SET status = 'done', finished_at = ?, claimed_by = NULL, "
@@ -163,7 +164,7 @@ def finish(conn: sqlite3.Connection, job_id: int) -> None:
         raise StoreError(f"update job {job_id} is not pending any more (finished elsewhere)")
 
 
-def fail(conn: sqlite3.Connection, job_id: int, error: str, attempts: int) -> None:
+def fail(conn: Conn, job_id: int, error: str, attempts: int) -> None:
     """Record a failed attempt; the job stays pending and is retried after a backoff."""
     retry_at = utc_now() + timedelta(seconds=retry_delay(attempts))
     cursor = conn.execute(
@@ -179,12 +180,12 @@ def retry_delay(attempts: int) -> float:
     return float(min(_FIRST_RETRY_S * 2 ** max(attempts - 1, 0), _MAX_RETRY_S))
 
 
-def status(conn: sqlite3.Connection, user_id: str | None = None) -> QueueStatus:
+def status(conn: Conn, user_id: str | None = None) -> QueueStatus:
     where, params = ("WHERE user_id = ?", [user_id]) if user_id is not None else ("", [])
     counts = conn.execute(
-        "SELECT coalesce(sum(status = 'pending'), 0), "
-        "coalesce(sum(status = 'pending' AND last_error IS NOT NULL), 0), "
-        f"coalesce(sum(status = 'done'), 0) FROM update_jobs {where}",
+        "SELECT count(CASE WHEN status = 'pending' THEN 1 END), "
+        "count(CASE WHEN status = 'pending' AND last_error IS NOT NULL THEN 1 END), "
+        f"count(CASE WHEN status = 'done' THEN 1 END) FROM update_jobs {where}",
         params,
     ).fetchone()
     failures = conn.execute(

@@ -9,12 +9,12 @@ mixing rules would make the trajectory impossible to replay.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from personavlm.errors import ConflictError, NotFoundError, ValidationError
+from personavlm.memory.engine import Conn
 from personavlm.personality import PersonalityState, Reading, SkipRule, Traits, update
 from personavlm.timeutil import from_storage, to_storage, utc_now
 
@@ -42,7 +42,7 @@ class ReadingRecord:
         }
 
 
-def current(conn: sqlite3.Connection, user_id: str) -> PersonalityState:
+def current(conn: Conn, user_id: str) -> PersonalityState:
     row = conn.execute(
         "SELECT traits, step FROM personality_state WHERE user_id = ?", (user_id,)
     ).fetchone()
@@ -52,7 +52,7 @@ def current(conn: sqlite3.Connection, user_id: str) -> PersonalityState:
 
 
 def record(
-    conn: sqlite3.Connection,
+    conn: Conn,
     user_id: str,
     reading: Reading,
     turn_id: int | None,
@@ -88,7 +88,7 @@ def record(
 
 
 def record_once(
-    conn: sqlite3.Connection,
+    conn: Conn,
     user_id: str,
     reading: Reading,
     turn_id: int | None,
@@ -107,7 +107,7 @@ def record_once(
     return record(conn, user_id, reading, turn_id, time, skip_rule)
 
 
-def readings(conn: sqlite3.Connection, user_id: str) -> list[ReadingRecord]:
+def readings(conn: Conn, user_id: str) -> list[ReadingRecord]:
     rows = conn.execute(
         "SELECT id, turn_id, time, reading, absorbed, traits_after, step_after "
         "FROM personality_readings WHERE user_id = ? ORDER BY id",
@@ -126,7 +126,7 @@ def readings(conn: sqlite3.Connection, user_id: str) -> list[ReadingRecord]:
     ]
 
 
-def _rule_for(conn: sqlite3.Connection, user_id: str, asked: SkipRule | str | None) -> SkipRule:
+def _rule_for(conn: Conn, user_id: str, asked: SkipRule | str | None) -> SkipRule:
     row = conn.execute(
         "SELECT skip_rule FROM personality_state WHERE user_id = ?", (user_id,)
     ).fetchone()
@@ -148,7 +148,7 @@ def _skip_rule(value: SkipRule | str) -> SkipRule:
         raise ValidationError(f"unknown skip rule {value!r}; use 'paper' or 'reference'") from None
 
 
-def _check_turn(conn: sqlite3.Connection, user_id: str, turn_id: int) -> None:
+def _check_turn(conn: Conn, user_id: str, turn_id: int) -> None:
     row = conn.execute(
         "SELECT 1 FROM turns WHERE id = ? AND user_id = ?", (turn_id, user_id)
     ).fetchone()

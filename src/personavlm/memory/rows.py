@@ -1,9 +1,9 @@
-"""Conversions between SQLite rows and records, and the snapshots the audit log keeps."""
+"""Conversions between database rows and records, and the snapshots the audit log keeps."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from personavlm.memory.records import Memory, MemoryStatus, MemoryType, Turn
@@ -29,7 +29,7 @@ TURN_COLUMNS = "id, user_id, ext_id, session_id, time, role, speaker, text, capt
 SNAPSHOT_VERSION = 1
 
 
-def memory_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Memory:
+def memory_from_row(row: Sequence[Any]) -> Memory:
     return Memory(
         id=row[0],
         user_id=row[1],
@@ -50,7 +50,7 @@ def memory_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Memory:
     )
 
 
-def turn_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Turn:
+def turn_from_row(row: Sequence[Any]) -> Turn:
     return Turn(
         id=row[0],
         user_id=row[1],

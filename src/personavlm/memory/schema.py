@@ -170,6 +170,20 @@ CREATE INDEX update_jobs_queue ON update_jobs(status, user_id, id);
 CREATE UNIQUE INDEX update_jobs_session ON update_jobs(session_id) WHERE kind = 'session';
 """
 
+# Version 3: the service's API keys, stored hashed (memory/keys.py). user_id NULL: an admin key.
+_V3 = """
+CREATE TABLE api_keys (
+    id          INTEGER PRIMARY KEY,
+    hash        TEXT NOT NULL UNIQUE,
+    user_id     TEXT REFERENCES users(id) ON DELETE CASCADE,
+    label       TEXT NOT NULL DEFAULT '',
+    prefix      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);
+CREATE INDEX api_keys_user ON api_keys(user_id);
+"""
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -197,7 +211,7 @@ def _split_statements(sql: str) -> list[str]:
 
 
 # MIGRATIONS[i] takes a database from version i to version i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_script(_V1), _script(_V2))
+MIGRATIONS: tuple[Migration, ...] = (_script(_V1), _script(_V2), _script(_V3))
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,4 +1,4 @@
-"""Hybrid retrieval: BM25 (SQLite FTS5) and dense cosine (the store's encoder), fused.
+"""Hybrid retrieval: a lexical and a dense retriever (the engine's indexes), fused.
 
 For each memory type asked for, both retrievers rank only the memories that pass the hard
 filters — active, of that type, event time overlapping [start, end], not excluded — so the
@@ -9,24 +9,22 @@ favour of the dense side. That is the setting that measured best of 16 (BM25 and
 reciprocal-rank fusion with several k and weights, score fusion with several weights) on the
 hand-made conversational sets; plain RRF 1:1 lost to dense alone at recall@10 there.
 docs/benchmarks.md has the table; bench/retrieval_variants.py re-runs it.
+
+The retrievers themselves belong to the engine (memory/engine.py): SQLite ranks lexically by
+FTS5's BM25 and densely with an in-process matrix; PostgreSQL by ts_rank and pgvector.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-import numpy as np
-
 from personavlm.embed.base import Vectors
+from personavlm.memory.engine import Conn, SearchFilter
 from personavlm.memory.records import MemoryType
-from personavlm.memory.vectors import VectorIndex
-from personavlm.timeutil import to_storage
 
 __all__ = [
     "SHIPPED",
@@ -35,7 +33,6 @@ __all__ = [
     "Query",
     "Ranked",
     "RetrievalConfig",
-    "fts_tags",
     "query_terms",
     "retrieve",
 ]
@@ -77,11 +74,6 @@ class Ranked:
     ranks: dict[str, int]
 
 
-def fts_tags(user_id: str, memory_type: MemoryType) -> str:
-    """The tag tokens a memory's FTS row carries: one for its user, one for its type."""
-    return f"{_user_token(user_id)} t{memory_type.value}"
-
-
 @dataclass(frozen=True, slots=True)
 class Query:
     """One search, validated: what to look for, where, and how many per type."""
@@ -96,7 +88,7 @@ class Query:
     config: RetrievalConfig
 
 
-def retrieve(conn: sqlite3.Connection, vectors: VectorIndex, query: Query) -> list[Ranked]:
+def retrieve(conn: Conn, query: Query) -> list[Ranked]:
     """The top k memories of each planned type, best first within a type.
 
     One matrix-vector product serves every type; each type's candidates are fused on their
@@ -104,8 +96,16 @@ def retrieve(conn: sqlite3.Connection, vectors: VectorIndex, query: Query) -> li
     """
     types = [memory_type for memory_type, _ in query.plan]
     method = query.config.method
-    lexical = _bm25(conn, query, types) if method in (Method.FUSED, Method.BM25) else None
-    dense = _dense(conn, vectors, query, types) if method in (Method.FUSED, Method.DENSE) else None
+    where = SearchFilter(query.user_id, query.start, query.end, query.exclude, query.config.depth)
+    lexical = None
+    if method in (Method.FUSED, Method.BM25):
+        terms = query_terms(query.text)
+        # Nothing but stop words: lexical search has nothing to say.
+        lexical = conn.engine.lexical(conn, terms, types, where) if terms else {}
+    dense = None
+    if method in (Method.FUSED, Method.DENSE):
+        assert query.vector is not None
+        dense = conn.engine.dense(conn, query.vector, types, where)
     weights = {"bm25": query.config.bm25_weight, "dense": query.config.dense_weight}
     ranked: list[Ranked] = []
     for memory_type, k in query.plan:
@@ -113,7 +113,7 @@ def retrieve(conn: sqlite3.Connection, vectors: VectorIndex, query: Query) -> li
         if lexical is not None:
             lists["bm25"] = lexical.get(memory_type, [])
         if dense is not None:
-            lists["dense"] = dense[memory_type]
+            lists["dense"] = dense.get(memory_type, [])
         if query.config.fusion is Fusion.SCORE:
             ranked.extend(_fuse_scores(lists, weights)[:k])
         else:
@@ -158,70 +158,6 @@ def _combine(
     # Ties (equal fused score) go to the newer memory: later statements win by default.
     order = sorted(scores, key=lambda mid: (-scores[mid], -mid))
     return [Ranked(mid, scores[mid], ranks[mid]) for mid in order]
-
-
-def _bm25(
-    conn: sqlite3.Connection, query: Query, types: list[MemoryType]
-) -> dict[MemoryType, list[tuple[int, float]]]:
-    terms = query_terms(query.text)
-    if not terms:  # nothing but stop words: lexical search has nothing to say
-        return {}
-    words = " OR ".join(f'"{term}"' for term in terms)
-    filters, params = _hard_filters(query)
-    # One query per type, each ORDER BY ... LIMIT (SQLite keeps a top-N heap). Measured at
-    # 100k memories this beats one query for all types split by a window function (34 vs
-    # 43 ms p50), and a type the user has no memories of costs 0.1 ms: the tag AND is empty.
-    # Column weights: the tags column must not contribute to the score.
-    sql = (
-        "SELECT memory_fts.rowid, -bm25(memory_fts, 0.0, 1.0) "
-        "FROM memory_fts JOIN memories m ON m.id = memory_fts.rowid "
-        f"WHERE memory_fts MATCH ? AND {filters} "
-        "ORDER BY bm25(memory_fts, 0.0, 1.0), m.id DESC LIMIT ?"
-    )
-    found = {}
-    for memory_type in types:
-        match = (
-            f"tags : ({_user_token(query.user_id)} AND t{memory_type.value}) AND text : ({words})"
-        )
-        rows = conn.execute(sql, [match, *params, query.config.depth])
-        found[memory_type] = [(memory_id, float(score)) for memory_id, score in rows]
-    return found
-
-
-def _hard_filters(query: Query) -> tuple[str, list[object]]:
-    """The filters applied before any ranking: active, in the time window, not excluded."""
-    sql = "m.status = 'active'"
-    params: list[object] = []
-    if query.start is not None:
-        sql += " AND m.event_end >= ?"
-        params.append(to_storage(query.start))
-    if query.end is not None:
-        sql += " AND m.event_start <= ?"
-        params.append(to_storage(query.end))
-    if query.exclude:
-        sql += " AND m.id NOT IN (SELECT value FROM json_each(?))"
-        params.append("[" + ",".join(str(i) for i in sorted(query.exclude)) + "]")
-    return sql, params
-
-
-def _dense(
-    conn: sqlite3.Connection, vectors: VectorIndex, query: Query, types: list[MemoryType]
-) -> dict[MemoryType, list[tuple[int, float]]]:
-    assert query.vector is not None
-    cached, cosines = vectors.scores(conn, query.user_id, query.vector)
-    window = vectors.window_mask(cached, query.start, query.end, query.exclude)
-    found: dict[MemoryType, list[tuple[int, float]]] = {}
-    for memory_type in types:
-        candidates = np.flatnonzero(window & vectors.type_mask(cached, memory_type))
-        if len(candidates) == 0:
-            found[memory_type] = []
-            continue
-        depth = min(query.config.depth, len(candidates))
-        picked = candidates[np.argpartition(-cosines[candidates], depth - 1)[:depth]]
-        # Best cosine first; among equal cosines the newer memory first.
-        order = picked[np.lexsort((-cached.ids[picked], -cosines[picked]))]
-        found[memory_type] = [(int(cached.ids[i]), float(cosines[i])) for i in order]
-    return found
 
 
 # A short English stop list: these words match most memories, so they add scoring work on
@@ -314,8 +250,3 @@ def query_terms(text: str) -> list[str]:
         if word not in _STOP and word not in seen:
             seen[word] = None
     return list(seen)
-
-
-def _user_token(user_id: str) -> str:
-    # A hex digest is one token under any tokenizer, whatever characters the id has.
-    return "u" + hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:20]

@@ -1,33 +1,56 @@
-"""One SQLite file in WAL mode: connections per thread, explicit read and write transactions.
+"""The embedded engine: one SQLite file in WAL mode, FTS5 for BM25, vectors in numpy.
+
+Connections per thread, explicit read and write transactions.
 
 Writers take the write lock up front (`BEGIN IMMEDIATE`), so two writers never deadlock on a
 lock upgrade; a writer that finds the lock held waits on SQLite's busy handler for up to
 `busy_timeout_s`, and only then fails with StoreError. Readers use WAL snapshots and never
 wait on writers. `synchronous=NORMAL` keeps every committed transaction across a process
 crash (SIGKILL); only a power loss can drop the last few.
+
+Lexical search is FTS5's BM25 (porter stemming); dense search is memory/vectors.py's
+per-user matrix, kept fresh through the audit log.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from personavlm.embed.base import Vectors
 from personavlm.errors import StoreError
 from personavlm.memory import schema
+from personavlm.memory.engine import Engine, IndexEntry, Scored, SearchFilter
+from personavlm.memory.records import MemoryType
+from personavlm.memory.vectors import VectorIndex
+from personavlm.timeutil import to_storage
 
-__all__ = ["Database"]
+__all__ = ["SqliteEngine", "fts_tags"]
 
 
-class Database:
-    def __init__(self, path: Path, *, busy_timeout_s: float = 60.0) -> None:
+class _Connection(sqlite3.Connection):
+    """A sqlite3 connection that knows its engine (see memory/engine.py)."""
+
+    engine: Engine
+
+
+class SqliteEngine:
+    kind = "sqlite"
+
+    def __init__(self, path: Path, *, dim: int, busy_timeout_s: float = 60.0) -> None:
         self.path = path
         self.busy_timeout_s = busy_timeout_s
+        self.vectors = VectorIndex(dim)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[_Connection] = []
         self._all_lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,8 +59,12 @@ class Database:
         with self.write() as conn:
             schema.migrate(conn, location=str(path))
 
-    def connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def connection(self) -> _Connection:
+        conn: _Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect()
             self._local.conn = conn
@@ -45,14 +72,16 @@ class Database:
                 self._all.append(conn)
         return conn
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> _Connection:
         try:
             conn = sqlite3.connect(
                 self.path,
                 timeout=self.busy_timeout_s,
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
                 check_same_thread=False,
+                factory=_Connection,
             )
+            conn.engine = self
             self._enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
@@ -61,7 +90,7 @@ class Database:
             raise StoreError(f"cannot open {self.path} as a SQLite database: {exc}") from exc
         return conn
 
-    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+    def _enable_wal(self, conn: _Connection) -> None:
         # Switching a new file to WAL needs an exclusive lock, and SQLite does not run the busy
         # handler for it: processes creating one store together must retry here themselves.
         deadline = time.monotonic() + self.busy_timeout_s
@@ -75,11 +104,12 @@ class Database:
                 time.sleep(0.01)
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self, scope: str | None = None) -> Iterator[_Connection]:
         """A write transaction: commits on success, rolls back everything on any exception.
 
-        SQLite errors escaping the body become StoreError; callers that expect a specific
-        constraint failure catch sqlite3.IntegrityError inside the body first.
+        SQLite has one writer at a time whatever the `scope`. SQLite errors escaping the
+        body become StoreError; callers that expect a specific constraint failure catch
+        sqlite3.IntegrityError inside the body first.
         """
         conn = self.connection()
         with _mapped_errors(self.path, self.busy_timeout_s):
@@ -93,7 +123,7 @@ class Database:
             conn.execute("COMMIT")
 
     @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> Iterator[_Connection]:
         """A read transaction: every query inside sees the same snapshot."""
         conn = self.connection()
         with _mapped_errors(self.path, self.busy_timeout_s):
@@ -110,6 +140,105 @@ class Database:
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+
+    # ----------------------------------------------------------------- the indexes
+
+    def index(self, conn: Any, entry: IndexEntry) -> None:
+        conn.execute(
+            "INSERT INTO memory_fts(rowid, tags, text) VALUES (?, ?, ?)",
+            (entry.memory_id, fts_tags(entry.user_id, entry.type), entry.text),
+        )
+        conn.execute(
+            "INSERT INTO memory_vectors(memory_id, vector) VALUES (?, ?)",
+            (entry.memory_id, entry.vector.astype("float32").tobytes()),
+        )
+
+    def lexical(
+        self, conn: Any, terms: list[str], types: list[MemoryType], where: SearchFilter
+    ) -> Scored:
+        words = " OR ".join(f'"{term}"' for term in terms)
+        filters, params = hard_filters(where)
+        # One query per type, each ORDER BY ... LIMIT (SQLite keeps a top-N heap). Measured
+        # at 100k memories this beats one query for all types split by a window function
+        # (34 vs 43 ms p50), and a type the user has no memories of costs 0.1 ms: the tag AND
+        # is empty. Column weights: the tags column must not contribute to the score.
+        sql = (
+            "SELECT memory_fts.rowid, -bm25(memory_fts, 0.0, 1.0) "
+            "FROM memory_fts JOIN memories m ON m.id = memory_fts.rowid "
+            f"WHERE memory_fts MATCH ? AND {filters} "
+            "ORDER BY bm25(memory_fts, 0.0, 1.0), m.id DESC LIMIT ?"
+        )
+        found: Scored = {}
+        for memory_type in types:
+            tags = f"{_user_token(where.user_id)} AND t{memory_type.value}"
+            match = f"tags : ({tags}) AND text : ({words})"
+            rows = conn.execute(sql, [match, *params, where.depth])
+            found[memory_type] = [(memory_id, float(score)) for memory_id, score in rows]
+        return found
+
+    def dense(
+        self, conn: Any, vector: Vectors, types: list[MemoryType], where: SearchFilter
+    ) -> Scored:
+        cached, cosines = self.vectors.scores(conn, where.user_id, vector)
+        window = self.vectors.window_mask(cached, where.start, where.end, where.exclude)
+        found: Scored = {}
+        for memory_type in types:
+            candidates = np.flatnonzero(window & self.vectors.type_mask(cached, memory_type))
+            if len(candidates) == 0:
+                found[memory_type] = []
+                continue
+            depth = min(where.depth, len(candidates))
+            picked = candidates[np.argpartition(-cosines[candidates], depth - 1)[:depth]]
+            # Best cosine first; among equal cosines the newer memory first.
+            order = picked[np.lexsort((-cached.ids[picked], -cosines[picked]))]
+            found[memory_type] = [(int(cached.ids[i]), float(cosines[i])) for i in order]
+        return found
+
+    def indexed_texts(self, conn: Any) -> list[tuple[int, str]]:
+        rows = conn.execute("SELECT rowid, text FROM memory_fts ORDER BY rowid").fetchall()
+        return [(int(memory_id), str(text)) for memory_id, text in rows]
+
+    def replace_vectors(self, conn: Any, vectors: list[tuple[int, Vectors]]) -> None:
+        conn.executemany(
+            "UPDATE memory_vectors SET vector = ? WHERE memory_id = ?",
+            [(v.astype("float32").tobytes(), memory_id) for memory_id, v in vectors],
+        )
+        self.vectors.clear()
+
+    def forget_user(self, conn: Any, user_id: str) -> None:
+        # FTS5 tables take no foreign keys: their rows go by hand, before the memories.
+        conn.execute(
+            "DELETE FROM memory_fts WHERE rowid IN (SELECT id FROM memories WHERE user_id = ?)",
+            (user_id,),
+        )
+        self.vectors.forget(user_id)
+
+
+def hard_filters(where: SearchFilter) -> tuple[str, list[object]]:
+    """The filters applied before any ranking: active, in the time window, not excluded."""
+    sql = "m.status = 'active' AND m.user_id = ?"
+    params: list[object] = [where.user_id]
+    if where.start is not None:
+        sql += " AND m.event_end >= ?"
+        params.append(to_storage(where.start))
+    if where.end is not None:
+        sql += " AND m.event_start <= ?"
+        params.append(to_storage(where.end))
+    if where.exclude:
+        excluded = sorted(where.exclude)
+        sql += f" AND m.id NOT IN ({','.join('?' * len(excluded))})"
+        params.extend(excluded)
+    return sql, params
+
+
+def fts_tags(user_id: str, memory_type: MemoryType) -> str:
+    """The tag tokens a memory's FTS row carries: one for its user, one for its type."""
+    return f"{_user_token(user_id)} t{memory_type.value}"
+
+
+def _user_token(user_id: str) -> str:
+    # A hex digest is one token under any tokenizer, whatever characters the id has.
+    return "u" + hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:20]
 
 
 @contextmanager

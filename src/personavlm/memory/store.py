@@ -15,12 +15,13 @@ write is one transaction: it happens whole or not at all.
 from __future__ import annotations
 
 import builtins
-import sqlite3
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from personavlm.embed.base import Embedder, Vectors
 from personavlm.errors import (
@@ -31,7 +32,8 @@ from personavlm.errors import (
     ValidationError,
 )
 from personavlm.media.blobs import BlobStore, ImageSource
-from personavlm.memory import audit, jobs, personality_log, search, turnlog, writes
+from personavlm.memory import audit, jobs, keys, personality_log, search, turnlog, users, writes
+from personavlm.memory.engine import Conn, Engine
 from personavlm.memory.records import (
     DEFAULT_K,
     EventOp,
@@ -51,8 +53,9 @@ from personavlm.memory.rows import (
     snapshot,
     turn_from_row,
 )
-from personavlm.memory.sqlite import Database
+from personavlm.memory.sqlite import SqliteEngine
 from personavlm.memory.turnlog import TurnInput
+from personavlm.memory.users import UserDeletion
 from personavlm.memory.validate import (
     check_keywords,
     check_memory_type,
@@ -60,10 +63,9 @@ from personavlm.memory.validate import (
     check_text,
     check_user_id,
 )
-from personavlm.memory.vectors import VectorIndex
 from personavlm.memory.writes import AddOp, DeleteOp, InvalidateOp, MemoryOp, UpdateOp
 from personavlm.personality import PersonalityState, Reading, SkipRule
-from personavlm.timeutil import local_now, parse_time, to_storage, utc_now
+from personavlm.timeutil import from_storage, local_now, parse_time, to_storage, utc_now
 
 __all__ = ["Exchange", "MemoryStore"]
 
@@ -94,17 +96,16 @@ INGEST_BATCH = 256
 class MemoryStore:
     def __init__(
         self,
-        db: Database,
+        engine: Engine,
         embedder: Embedder,
         blobs: BlobStore,
         *,
         retrieval: search.RetrievalConfig = search.SHIPPED,
     ) -> None:
-        self._db = db
+        self._engine = engine
         self.embedder = embedder
         self.blobs = blobs
         self.retrieval = retrieval
-        self._vectors = VectorIndex(embedder.dim)
 
     @classmethod
     def open(
@@ -117,28 +118,43 @@ class MemoryStore:
         check_embedder: bool = True,
         create: bool = True,
     ) -> MemoryStore:
-        """Open the SQLite store at `path`, creating it unless `create` is False.
+        """Open the store at `path` (a SQLite file, or a postgresql:// URL), creating it
+        unless `create` is False.
 
         Raises EmbedderMismatchError when the store's vectors came from another encoder,
         unless check_embedder is False (only `reindex` should do that), and ConfigError for
         a missing store when create is False (read-only callers: a typo in a path must not
         conjure up an empty store).
         """
-        db_path = Path(path)
-        if not create and not db_path.is_file():
-            raise ConfigError(
-                f"no personavlm store at {db_path}: check --db / PERSONAVLM_DB, or add or "
-                "ingest something first"
-            )
-        db = Database(db_path)
-        store = cls(
-            db, embedder, BlobStore(blob_dir or default_blob_dir(db_path)), retrieval=retrieval
-        )
-        store._claim_encoder(check_embedder)
+        engine: Engine
+        if is_postgres_url(str(path)):
+            from personavlm.memory.postgres import PostgresEngine
+
+            if blob_dir is None:
+                raise ConfigError(
+                    "a PostgreSQL store keeps its pictures in a folder: give blob_dir "
+                    "(the CLI uses $PERSONAVLM_HOME/blobs)"
+                )
+            engine = PostgresEngine(str(path), dim=embedder.dim, create=create)
+        else:
+            db_path = Path(path)
+            if not create and not db_path.is_file():
+                raise ConfigError(
+                    f"no personavlm store at {db_path}: check --db / PERSONAVLM_DB, or add or "
+                    "ingest something first"
+                )
+            engine = SqliteEngine(db_path, dim=embedder.dim)
+            blob_dir = blob_dir or default_blob_dir(db_path)
+        store = cls(engine, embedder, BlobStore(blob_dir), retrieval=retrieval)
+        try:
+            store._claim_encoder(check_embedder)
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def close(self) -> None:
-        self._db.close()
+        self._engine.close()
 
     def __enter__(self) -> MemoryStore:
         return self
@@ -147,8 +163,13 @@ class MemoryStore:
         self.close()
 
     @property
-    def path(self) -> Path:
-        return self._db.path
+    def location(self) -> str:
+        """Where the data lives: the SQLite file, or the PostgreSQL URL without password."""
+        return self._engine.location
+
+    @property
+    def engine_kind(self) -> str:
+        return self._engine.kind
 
     # ----------------------------------------------------------------- memory verbs
 
@@ -171,7 +192,7 @@ class MemoryStore:
         return self.apply(user_id, [op], actor=actor)[0]
 
     def get(self, user_id: str, memory_id: int) -> Memory:
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             return audit.load_memory(conn, user_id, memory_id)
 
     def list(
@@ -185,9 +206,13 @@ class MemoryStore:
         end: str | datetime | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: tuple[datetime, int] | None = None,
+        newest_first: bool = False,
     ) -> Memories:
-        """Memories in event-time order. status=None lists every status; start/end keep
-        memories whose event time overlaps the window."""
+        """Memories in event-time order (newest first if asked). status=None lists every
+        status; start/end keep memories whose event time overlaps the window. `after` =
+        (event_start, id) of the last memory of the previous page: a page boundary that
+        inserts cannot shift."""
         sql = f"SELECT {MEMORY_COLUMNS} FROM memories WHERE user_id = ?"
         params: list[object] = [user_id]
         if types is not None:
@@ -206,11 +231,16 @@ class MemoryStore:
         if end is not None:
             sql += " AND event_start <= ?"
             params.append(to_storage(parse_time(end, field="end")))
+        beyond, order = ("<", "DESC") if newest_first else (">", "ASC")
+        if after is not None:
+            sql += f" AND (event_start {beyond} ? OR (event_start = ? AND id {beyond} ?))"
+            stamp = to_storage(after[0])
+            params.extend([stamp, stamp, int(after[1])])
         if limit < 1 or offset < 0:
             raise ValidationError(f"limit must be >= 1 and offset >= 0, got {limit}, {offset}")
-        sql += " ORDER BY event_start, id LIMIT ? OFFSET ?"
+        sql += f" ORDER BY event_start {order}, id {order} LIMIT ? OFFSET ?"
         params.extend([limit, offset])
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             _require_user(conn, user_id)
             return [memory_from_row(row) for row in conn.execute(sql, params)]
 
@@ -266,7 +296,7 @@ class MemoryStore:
         check_user_id(user_id)
         prepared = [self._prepare(user_id, op) for op in ops]
         when = None if reading_time is None else parse_time(reading_time, field="reading time")
-        with self._db.write() as conn:
+        with self._engine.write(_scope(user_id)) as conn:
             _ensure_user(conn, user_id)
             results = [writes.run(conn, user_id, p, actor) for p in prepared]
             if reading is not None:
@@ -278,22 +308,22 @@ class MemoryStore:
         return results
 
     def history(self, user_id: str, memory_id: int) -> Events:
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             return audit.history(conn, user_id, memory_id)
 
     def event(self, user_id: str, event_id: int) -> MemoryEvent:
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             return audit.load_event(conn, user_id, event_id)
 
     def undo(self, user_id: str, event_id: int, *, actor: str = "api") -> MemoryEvent:
         """Restore what event `event_id` changed; the undo is itself an event (returned)."""
-        with self._db.write() as conn:
+        with self._engine.write(_scope(user_id)) as conn:
             new_id = audit.undo(conn, user_id, event_id, actor=actor)
             return audit.load_event(conn, user_id, new_id)
 
     def timeline(self, user_id: str, memory_id: int) -> Memories:
         """The versions of this memory, oldest first, each with its validity interval."""
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             return audit.timeline(conn, user_id, memory_id)
 
     def search(
@@ -323,11 +353,10 @@ class MemoryStore:
         query_vector = None
         if config.method != search.Method.BM25:
             query_vector = self._embed([text])[0]
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             _require_user(conn, user_id)
             ranked = search.retrieve(
                 conn,
-                self._vectors,
                 search.Query(
                     user_id=user_id,
                     text=text,
@@ -361,20 +390,20 @@ class MemoryStore:
         completes it.
         """
         check_user_id(user_id)
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             pending = turnlog.new_turns(conn, user_id, turns)
         added = 0
         for offset in range(0, len(pending), batch_size):
             batch = pending[offset : offset + batch_size]
             texts = [turn_index_text(t) for t in batch]
             vectors = self._embed(texts)
-            with self._db.write() as conn:
+            with self._engine.write(_scope(user_id)) as conn:
                 _ensure_user(conn, user_id)
                 for turn, text, vector in zip(batch, texts, vectors, strict=True):
                     added += self._append_turn(conn, user_id, turn, text, vector, actor) is not None
             if progress is not None:
                 progress(len(batch))
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             sessions = turnlog.session_count(conn, user_id)
         return IngestReport(
             user_id=user_id, added=added, skipped=len(turns) - added, sessions=sessions
@@ -383,12 +412,12 @@ class MemoryStore:
     def check_turns(self, user_id: str, turns: Sequence[TurnInput]) -> builtins.list[TurnInput]:
         """The turns append_turns would add; raises what it would raise, writing nothing."""
         check_user_id(user_id)
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             return turnlog.new_turns(conn, user_id, turns)
 
     def _append_turn(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         user_id: str,
         turn_input: TurnInput,
         text: str,
@@ -428,7 +457,7 @@ class MemoryStore:
         register it; returns its reference. Storing the same bytes again is a no-op."""
         digest, mime, data = self.blobs.read_image(source)
         ref = self.blobs.put(digest, mime, data)
-        with self._db.write() as conn:
+        with self._engine.write(f"image:{ref.id}") as conn:
             conn.execute(
                 "INSERT INTO images(id, mime, size, path, caption, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
@@ -444,8 +473,10 @@ class MemoryStore:
         end: str | datetime | None = None,
         session_id: int | None = None,
         limit: int = 1000,
+        after: tuple[datetime, int] | None = None,
     ) -> Turns:
-        """The user's turns in time order, optionally within [start, end] or one session."""
+        """The user's turns in time order, optionally within [start, end] or one session;
+        `after` = (time, id) of the last turn of the previous page."""
         sql = f"SELECT {TURN_COLUMNS} FROM turns WHERE user_id = ?"
         params: list[object] = [user_id]
         if session_id is not None:
@@ -457,15 +488,21 @@ class MemoryStore:
         if end is not None:
             sql += " AND time <= ?"
             params.append(to_storage(parse_time(end, field="end")))
+        if after is not None:
+            sql += " AND (time > ? OR (time = ? AND id > ?))"
+            stamp = to_storage(after[0])
+            params.extend([stamp, stamp, int(after[1])])
+        if limit < 1:
+            raise ValidationError(f"limit must be >= 1, got {limit}")
         sql += " ORDER BY time, id LIMIT ?"
         params.append(limit)
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             _require_user(conn, user_id)
             return [turn_from_row(row) for row in conn.execute(sql, params)]
 
     def turns_by_ids(self, user_id: str, turn_ids: Sequence[int]) -> Turns:
         """These turns of the user, in the order asked; NotFoundError names any missing."""
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             found = turnlog.turns_by_ids(conn, builtins.list(turn_ids))
         missing = [t for t in turn_ids if t not in found or found[t].user_id != user_id]
         if missing:
@@ -473,7 +510,7 @@ class MemoryStore:
         return [found[t] for t in turn_ids]
 
     def latest_turn(self, user_id: str) -> Turn | None:
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             return turnlog.latest_turn(conn, user_id)
 
     # ----------------------------------------------------------------- update queue
@@ -487,7 +524,7 @@ class MemoryStore:
         check_user_id(user_id)
         texts = [turn_index_text(user_turn), turn_index_text(assistant_turn)]
         vectors = self._embed(texts)
-        with self._db.write() as conn:
+        with self._engine.write(_scope(user_id)) as conn:
             _ensure_user(conn, user_id)
             previous = turnlog.latest_turn(conn, user_id)
             stored = [
@@ -521,7 +558,7 @@ class MemoryStore:
     def close_session(self, user_id: str) -> int | None:
         """Queue the close of the user's latest session now (instead of waiting for the
         60-minute gap); the job id, or None when it is queued already or there is none."""
-        with self._db.write() as conn:
+        with self._engine.write(_scope(user_id)) as conn:
             _require_user(conn, user_id)
             latest = turnlog.latest_turn(conn, user_id)
             if latest is None:
@@ -544,7 +581,7 @@ class MemoryStore:
         skip_users: frozenset[str] = frozenset(),
     ) -> jobs.UpdateJob | None:
         """The next runnable update job, leased to `worker` (see memory/jobs.py)."""
-        with self._db.write() as conn:
+        with self._engine.write("jobs") as conn:
             return jobs.claim(
                 conn,
                 worker,
@@ -556,15 +593,15 @@ class MemoryStore:
 
     def finish_job(self, job_id: int) -> None:
         """Mark a job done that had nothing to write (apply(finish_job=...) otherwise)."""
-        with self._db.write() as conn:
+        with self._engine.write("jobs") as conn:
             jobs.finish(conn, job_id)
 
     def fail_job(self, job: jobs.UpdateJob, error: str) -> None:
-        with self._db.write() as conn:
+        with self._engine.write("jobs") as conn:
             jobs.fail(conn, job.id, error, job.attempts)
 
     def queue_status(self, user_id: str | None = None) -> jobs.QueueStatus:
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             return jobs.status(conn, user_id)
 
     def count(
@@ -576,20 +613,20 @@ class MemoryStore:
         if status is not None:
             sql += " AND status = ?"
             params.append(check_status(status).value)
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             _require_user(conn, user_id)
             found = dict(conn.execute(sql + " GROUP BY type", params).fetchall())
         return {kind.value: int(found.get(kind.value, 0)) for kind in MemoryType}
 
     def has_user(self, user_id: str) -> bool:
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             return (
                 conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is not None
             )
 
     def images(self, image_ids: Sequence[str]) -> builtins.list[ImageRef]:
         """The stored images with these ids, in the order asked; NotFoundError names any missing."""
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             found = _images(conn, builtins.list(dict.fromkeys(image_ids)))
         missing = [i for i in image_ids if i not in found]
         if missing:
@@ -597,8 +634,96 @@ class MemoryStore:
         return [found[i] for i in image_ids]
 
     def users(self) -> builtins.list[str]:
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             return [row[0] for row in conn.execute("SELECT id FROM users ORDER BY id")]
+
+    def create_user(self, user_id: str) -> bool:
+        """Register a user with no data yet; False when the user exists already."""
+        check_user_id(user_id)
+        with self._engine.write(_scope(user_id)) as conn:
+            cursor = conn.execute(
+                "INSERT INTO users(id, created_at) VALUES (?, ?) ON CONFLICT(id) DO NOTHING",
+                (user_id, to_storage(utc_now())),
+            )
+            return cursor.rowcount == 1
+
+    def user_created_at(self, user_id: str) -> datetime:
+        with self._engine.read() as conn:
+            row = conn.execute("SELECT created_at FROM users WHERE id = ?", (user_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no user {user_id!r}")
+        return from_storage(row[0])
+
+    def delete_user(self, user_id: str) -> UserDeletion:
+        """Forget the user: every row (turns, memories, history, personality, jobs, keys)
+        and every picture no other user shows, blob files included."""
+        check_user_id(user_id)
+        # Serialised against every write: another user storing the same picture right now
+        # must not lose its blob.
+        with self._engine.write() as conn:
+            _require_user(conn, user_id)
+            deletion, orphans = users.delete_rows(conn, user_id)
+        return replace(deletion, blobs=users.remove_blobs(orphans))
+
+    def export_user(self, user_id: str) -> dict[str, Any]:
+        """Everything of the user as one JSON-ready document (memory/users.py)."""
+        with self._engine.read() as conn:
+            return users.export(conn, user_id)
+
+    def user_image(self, user_id: str, image_id: str) -> ImageRef:
+        """A picture one of the user's turns or memories shows; NotFoundError otherwise,
+        also for a picture only other users have (its existence is not theirs to learn)."""
+        if not _SHA256.fullmatch(image_id):
+            raise ValidationError(f"{image_id!r} is not an image id (64 lower-case hex digits)")
+        with self._engine.read() as conn:
+            _require_user(conn, user_id)
+            if not users.shows_image(conn, user_id, image_id):
+                raise NotFoundError(f"no image {image_id} for user {user_id!r}")
+            found = _images(conn, [image_id])
+        if image_id not in found:
+            raise NotFoundError(f"no image {image_id} for user {user_id!r}")
+        return found[image_id]
+
+    # ----------------------------------------------------------------- API keys
+
+    def create_api_key(self, user_id: str | None, *, label: str = "") -> tuple[keys.ApiKey, str]:
+        """A new key for `user_id` (None: an admin key), and its secret, shown only now.
+        A key for a user the store does not know yet registers the user."""
+        if user_id is not None:
+            check_user_id(user_id)
+        with self._engine.write(None if user_id is None else _scope(user_id)) as conn:
+            if user_id is not None:
+                _ensure_user(conn, user_id)
+            return keys.create(conn, user_id, label)
+
+    def register_api_key(self, secret: str, user_id: str | None, *, label: str = "") -> keys.ApiKey:
+        """Store a key the caller chose (PERSONAVLM_ADMIN_KEY); idempotent."""
+        if user_id is not None:
+            check_user_id(user_id)
+        with self._engine.write(None if user_id is None else _scope(user_id)) as conn:
+            if user_id is not None:
+                _ensure_user(conn, user_id)
+            return keys.register(conn, secret, user_id, label)
+
+    def authenticate(self, secret: str) -> keys.ApiKey | None:
+        """The live key with this secret, or None (unknown or revoked)."""
+        with self._engine.read() as conn:
+            return keys.authenticate(conn, secret)
+
+    def api_keys(self, user_id: str | None) -> builtins.list[keys.ApiKey]:
+        """The user's keys (None: the admin keys), revoked ones included, without secrets."""
+        with self._engine.read() as conn:
+            if user_id is not None:
+                _require_user(conn, user_id)
+            return keys.listing(conn, user_id)
+
+    def revoke_api_key(self, key_id: int) -> keys.ApiKey:
+        with self._engine.write() as conn:
+            return keys.revoke(conn, key_id)
+
+    def has_admin_key(self) -> bool:
+        with self._engine.read() as conn:
+            return keys.has_admin(conn)
 
     # ----------------------------------------------------------------- personality
 
@@ -614,17 +739,17 @@ class MemoryStore:
         """Absorb one momentary reading with the paper's schedule; every reading is kept."""
         check_user_id(user_id)
         when = local_now() if time is None else parse_time(time)
-        with self._db.write() as conn:
+        with self._engine.write(_scope(user_id)) as conn:
             _ensure_user(conn, user_id)
             return personality_log.record(conn, user_id, reading, turn_id, when, skip_rule)
 
     def personality(self, user_id: str) -> PersonalityState:
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             _require_user(conn, user_id)
             return personality_log.current(conn, user_id)
 
     def personality_readings(self, user_id: str) -> builtins.list[personality_log.ReadingRecord]:
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             _require_user(conn, user_id)
             return personality_log.readings(conn, user_id)
 
@@ -632,22 +757,20 @@ class MemoryStore:
 
     def reindex(self, *, batch_size: int = 256) -> int:
         """Re-embed every memory with this store's encoder; returns how many."""
-        with self._db.read() as conn:
-            rows = conn.execute("SELECT rowid, text FROM memory_fts ORDER BY rowid").fetchall()
+        with self._engine.read() as conn:
+            rows = self._engine.indexed_texts(conn)
         vectors = [
-            self._embed([text for _, text in rows[i : i + batch_size]])
+            vector
             for i in range(0, len(rows), batch_size)
+            for vector in self._embed([text for _, text in rows[i : i + batch_size]])
         ]
-        blobs = [v.tobytes() for chunk in vectors for v in chunk]
-        with self._db.write() as conn:
-            conn.executemany(
-                "UPDATE memory_vectors SET vector = ? WHERE memory_id = ?",
-                [(blob, row[0]) for blob, row in zip(blobs, rows, strict=True)],
+        with self._engine.write() as conn:
+            self._engine.replace_vectors(
+                conn, [(row[0], v) for row, v in zip(rows, vectors, strict=True)]
             )
             _set_meta(conn, "encoder", self.embedder.name)
             _set_meta(conn, "encoder_dim", str(self.embedder.dim))
             _set_meta(conn, "vectors_generation", uuid.uuid4().hex)
-        self._vectors = VectorIndex(self.embedder.dim)
         return len(rows)
 
     # ----------------------------------------------------------------- internals
@@ -672,7 +795,7 @@ class MemoryStore:
             check_text(op.content, field="content")
         words = None if op.keywords is None else check_keywords(op.keywords)
         when = None if op.time is None else parse_time(op.time)
-        with self._db.read() as conn:
+        with self._engine.read() as conn:
             old = audit.load_memory(conn, user_id, op.memory_id)
         content = old.content if op.content is None else op.content
         keywords = old.keywords if words is None else words
@@ -689,7 +812,7 @@ class MemoryStore:
         return vectors
 
     def _claim_encoder(self, check: bool) -> None:
-        with self._db.write() as conn:
+        with self._engine.write() as conn:
             name = _get_meta(conn, "encoder")
             dim = _get_meta(conn, "encoder_dim")
             if name is None:
@@ -698,14 +821,26 @@ class MemoryStore:
                 return
         if check and (name, dim) != (self.embedder.name, str(self.embedder.dim)):
             raise EmbedderMismatchError(
-                f"{self.path} was indexed with encoder {name!r} ({dim}-d) but the configured "
+                f"{self.location} was indexed with encoder {name!r} ({dim}-d) but the configured "
                 f"encoder is {self.embedder.name!r} ({self.embedder.dim}-d). Either configure "
                 f"the store's encoder, or re-embed every memory with the new one: "
-                f"`personavlm reindex --db {self.path} --embedder <name>`"
+                f"`personavlm reindex --db {self.location} --embedder <name>`"
             )
 
 
 # --------------------------------------------------------------------- helpers
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_postgres_url(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def _scope(user_id: str) -> str:
+    """The write scope of one user's data (memory/engine.py Engine.write)."""
+    return f"user:{user_id}"
 
 
 def default_blob_dir(db_path: Path) -> Path:
@@ -740,7 +875,7 @@ def _search_plan(
     return list(per_type.items())
 
 
-def _hydrate(conn: sqlite3.Connection, user_id: str, ranked: list[search.Ranked]) -> list[Hit]:
+def _hydrate(conn: Conn, user_id: str, ranked: list[search.Ranked]) -> list[Hit]:
     memories = {r.memory_id: audit.load_memory(conn, user_id, r.memory_id) for r in ranked}
     turn_ids = sorted({t for m in memories.values() for t in m.source_turn_ids})
     turns = turnlog.turns_by_ids(conn, turn_ids)
@@ -768,7 +903,7 @@ def _hydrate(conn: sqlite3.Connection, user_id: str, ranked: list[search.Ranked]
     return hits
 
 
-def _images(conn: sqlite3.Connection, ids: list[str]) -> dict[str, ImageRef]:
+def _images(conn: Conn, ids: list[str]) -> dict[str, ImageRef]:
     if not ids:
         return {}
     marks = ",".join("?" * len(ids))
@@ -778,24 +913,24 @@ def _images(conn: sqlite3.Connection, ids: list[str]) -> dict[str, ImageRef]:
     return {row[0]: ImageRef(*row) for row in rows}
 
 
-def _ensure_user(conn: sqlite3.Connection, user_id: str) -> None:
+def _ensure_user(conn: Conn, user_id: str) -> None:
     conn.execute(
         "INSERT INTO users(id, created_at) VALUES (?, ?) ON CONFLICT(id) DO NOTHING",
         (user_id, to_storage(utc_now())),
     )
 
 
-def _require_user(conn: sqlite3.Connection, user_id: str) -> None:
+def _require_user(conn: Conn, user_id: str) -> None:
     if conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
         raise NotFoundError(f"no user {user_id!r} in this store")
 
 
-def _get_meta(conn: sqlite3.Connection, key: str) -> str | None:
+def _get_meta(conn: Conn, key: str) -> str | None:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return None if row is None else str(row[0])
 
 
-def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+def _set_meta(conn: Conn, key: str, value: str) -> None:
     conn.execute(
         "INSERT INTO meta(key, value) VALUES (?, ?) "
         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",

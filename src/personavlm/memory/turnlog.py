@@ -9,12 +9,12 @@ is the source of truth and never rewritten).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from personavlm.errors import ConflictError, ValidationError
+from personavlm.memory.engine import Conn
 from personavlm.memory.records import Turn
 from personavlm.memory.rows import TURN_COLUMNS, turn_from_row
 from personavlm.memory.validate import check_text
@@ -96,14 +96,14 @@ class TurnInput:
         )
 
 
-def existing_turn(conn: sqlite3.Connection, user_id: str, ext_id: str) -> Turn | None:
+def existing_turn(conn: Conn, user_id: str, ext_id: str) -> Turn | None:
     row = conn.execute(
         f"SELECT {TURN_COLUMNS} FROM turns WHERE user_id = ? AND ext_id = ?", (user_id, ext_id)
     ).fetchone()
     return None if row is None else turn_from_row(row)
 
 
-def latest_turn(conn: sqlite3.Connection, user_id: str) -> Turn | None:
+def latest_turn(conn: Conn, user_id: str) -> Turn | None:
     row = conn.execute(
         f"SELECT {TURN_COLUMNS} FROM turns WHERE user_id = ? ORDER BY time DESC, id DESC LIMIT 1",
         (user_id,),
@@ -111,9 +111,7 @@ def latest_turn(conn: sqlite3.Connection, user_id: str) -> Turn | None:
     return None if row is None else turn_from_row(row)
 
 
-def new_turns(
-    conn: sqlite3.Connection, user_id: str, turns: Sequence[TurnInput]
-) -> list[TurnInput]:
+def new_turns(conn: Conn, user_id: str, turns: Sequence[TurnInput]) -> list[TurnInput]:
     """The turns not stored yet, after checking all of them against the log: a stored id
     with other content, or a new turn earlier than the one before it, is a ConflictError."""
     pending: list[TurnInput] = []
@@ -145,7 +143,7 @@ def new_turns(
     return pending
 
 
-def append_turn(conn: sqlite3.Connection, user_id: str, turn: TurnInput) -> Turn | None:
+def append_turn(conn: Conn, user_id: str, turn: TurnInput) -> Turn | None:
     """Append one turn (already checked by new_turns) inside the caller's transaction; None
     when it is stored already (another process ingesting the same turns got there first)."""
     if turn.ext_id is not None and (found := existing_turn(conn, user_id, turn.ext_id)):
@@ -164,7 +162,7 @@ def append_turn(conn: sqlite3.Connection, user_id: str, turn: TurnInput) -> Turn
     session_id = _session_for(conn, user_id, turn.time, previous)
     cursor = conn.execute(
         "INSERT INTO turns(user_id, ext_id, session_id, time, role, speaker, text, caption, "
-        "image_ids, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "image_ids, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             user_id,
             turn.ext_id,
@@ -178,8 +176,7 @@ def append_turn(conn: sqlite3.Connection, user_id: str, turn: TurnInput) -> Turn
             to_storage(utc_now()),
         ),
     )
-    turn_id = cursor.lastrowid
-    assert turn_id is not None
+    turn_id = int(cursor.fetchone()[0])
     return Turn(
         id=turn_id,
         user_id=user_id,
@@ -194,28 +191,24 @@ def append_turn(conn: sqlite3.Connection, user_id: str, turn: TurnInput) -> Turn
     )
 
 
-def _session_for(
-    conn: sqlite3.Connection, user_id: str, time: datetime, previous: Turn | None
-) -> int:
+def _session_for(conn: Conn, user_id: str, time: datetime, previous: Turn | None) -> int:
     stamp = to_storage(time)
     if previous is not None and time - previous.time <= SESSION_GAP:
         conn.execute("UPDATE sessions SET end_time = ? WHERE id = ?", (stamp, previous.session_id))
         return previous.session_id
     cursor = conn.execute(
-        "INSERT INTO sessions(user_id, start_time, end_time) VALUES (?, ?, ?)",
+        "INSERT INTO sessions(user_id, start_time, end_time) VALUES (?, ?, ?) RETURNING id",
         (user_id, stamp, stamp),
     )
-    session_id = cursor.lastrowid
-    assert session_id is not None
-    return session_id
+    return int(cursor.fetchone()[0])
 
 
-def session_count(conn: sqlite3.Connection, user_id: str) -> int:
+def session_count(conn: Conn, user_id: str) -> int:
     row = conn.execute("SELECT count(*) FROM sessions WHERE user_id = ?", (user_id,)).fetchone()
     return int(row[0])
 
 
-def turns_by_ids(conn: sqlite3.Connection, ids: list[int]) -> dict[int, Turn]:
+def turns_by_ids(conn: Conn, ids: list[int]) -> dict[int, Turn]:
     if not ids:
         return {}
     marks = ",".join("?" * len(ids))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +23,7 @@ import numpy.typing as npt
 from threadpoolctl import ThreadpoolController
 
 from personavlm.embed.base import Vectors
+from personavlm.memory.engine import Conn
 from personavlm.memory.records import MemoryStatus, MemoryType
 
 __all__ = ["TYPE_CODES", "VectorIndex"]
@@ -79,8 +79,12 @@ class VectorIndex:
         with self._lock:
             self._users.clear()
 
+    def forget(self, user_id: str) -> None:
+        with self._lock:
+            self._users.pop(user_id, None)
+
     def scores(
-        self, conn: sqlite3.Connection, user_id: str, query: Vectors
+        self, conn: Conn, user_id: str, query: Vectors
     ) -> tuple[_UserVectors, npt.NDArray[np.float32]]:
         """Cosine of the query with every memory of the user (rows L2-normalised)."""
         with self._lock:
@@ -109,7 +113,7 @@ class VectorIndex:
         mask: npt.NDArray[np.bool_] = cached.types == TYPE_CODES[memory_type]
         return mask
 
-    def _fresh(self, conn: sqlite3.Connection, user_id: str) -> _UserVectors:
+    def _fresh(self, conn: Conn, user_id: str) -> _UserVectors:
         generation = _generation(conn)
         cached = self._users.get(user_id)
         if cached is None or cached.generation != generation:
@@ -121,7 +125,7 @@ class VectorIndex:
         return cached
 
     def _apply_changes(
-        self, conn: sqlite3.Connection, user_id: str, cached: _UserVectors, last_event: int
+        self, conn: Conn, user_id: str, cached: _UserVectors, last_event: int
     ) -> _UserVectors:
         changed = [
             row[0]
@@ -143,7 +147,7 @@ class VectorIndex:
         return cached
 
 
-def _refresh_status(conn: sqlite3.Connection, cached: _UserVectors, ids: list[int]) -> None:
+def _refresh_status(conn: Conn, cached: _UserVectors, ids: list[int]) -> None:
     statuses: dict[int, str] = dict(
         _chunked_select(conn, "SELECT id, status FROM memories WHERE id IN ({})", ids)
     )
@@ -156,9 +160,7 @@ def _refresh_status(conn: sqlite3.Connection, cached: _UserVectors, ids: list[in
     cached.active = active
 
 
-def _append_rows(
-    conn: sqlite3.Connection, cached: _UserVectors, ids: list[int], dim: int
-) -> _UserVectors:
+def _append_rows(conn: Conn, cached: _UserVectors, ids: list[int], dim: int) -> _UserVectors:
     rows = sorted(
         _chunked_select(
             conn,
@@ -196,9 +198,7 @@ def _single_blas_thread() -> contextlib.AbstractContextManager[object]:
     return _blas_controller().limit(limits=1, user_api="blas")  # type: ignore[no-any-return]
 
 
-def _chunked_select(
-    conn: sqlite3.Connection, sql: str, ids: list[int], size: int = 900
-) -> list[Any]:
+def _chunked_select(conn: Conn, sql: str, ids: list[int], size: int = 900) -> list[Any]:
     # SQLite caps bound parameters per statement; 900 stays below every build's limit.
     rows: list[Any] = []
     for offset in range(0, len(ids), size):
@@ -207,12 +207,12 @@ def _chunked_select(
     return rows
 
 
-def _generation(conn: sqlite3.Connection) -> str:
+def _generation(conn: Conn) -> str:
     row = conn.execute("SELECT value FROM meta WHERE key = 'vectors_generation'").fetchone()
     return "0" if row is None else str(row[0])
 
 
-def _last_event(conn: sqlite3.Connection, user_id: str) -> int:
+def _last_event(conn: Conn, user_id: str) -> int:
     row = conn.execute("SELECT max(id) FROM memory_events WHERE user_id = ?", (user_id,)).fetchone()
     return 0 if row[0] is None else int(row[0])
 

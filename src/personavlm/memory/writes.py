@@ -11,14 +11,14 @@ operation through the same path.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from personavlm.embed.base import Vectors
 from personavlm.errors import ConflictError, NotFoundError
-from personavlm.memory import audit, search, turnlog
+from personavlm.memory import audit, turnlog
+from personavlm.memory.engine import Conn, IndexEntry
 from personavlm.memory.records import (
     KEYED_TYPES,
     EventOp,
@@ -100,7 +100,7 @@ class Prepared:
     vector: Vectors | None = None
 
 
-def run(conn: sqlite3.Connection, user_id: str, prepared: Prepared, actor: str) -> Memory:
+def run(conn: Conn, user_id: str, prepared: Prepared, actor: str) -> Memory:
     """Apply one prepared operation inside the caller's write transaction; returns the memory
     it produced (the new row of an add or update, the retired row otherwise)."""
     op = prepared.op
@@ -123,9 +123,7 @@ def prepare_add(op: AddOp) -> tuple[MemoryType, str | None, tuple[str, ...], dat
     return kind, key, words, None if op.time is None else parse_time(op.time)
 
 
-def _run_add(
-    conn: sqlite3.Connection, user_id: str, prepared: Prepared, op: AddOp, actor: str
-) -> Memory:
+def _run_add(conn: Conn, user_id: str, prepared: Prepared, op: AddOp, actor: str) -> Memory:
     assert prepared.kind is not None and prepared.vector is not None
     kind, key = prepared.kind, prepared.key
     holder = _active_holder(conn, user_id, kind, key)
@@ -162,9 +160,7 @@ def _run_add(
     return memory
 
 
-def _run_update(
-    conn: sqlite3.Connection, user_id: str, prepared: Prepared, op: UpdateOp, actor: str
-) -> Memory:
+def _run_update(conn: Conn, user_id: str, prepared: Prepared, op: UpdateOp, actor: str) -> Memory:
     assert prepared.vector is not None
     old = audit.load_memory(conn, user_id, op.memory_id)
     require_active(old, "update")
@@ -198,7 +194,7 @@ def _run_update(
 
 
 def _change_status(
-    conn: sqlite3.Connection,
+    conn: Conn,
     user_id: str,
     memory_id: int,
     status: MemoryStatus,
@@ -233,7 +229,7 @@ def index_text(
 
 
 def insert_memory(
-    conn: sqlite3.Connection,
+    conn: Conn,
     user_id: str,
     kind: MemoryType,
     key: str | None,
@@ -251,7 +247,8 @@ def insert_memory(
     cursor = conn.execute(
         "INSERT INTO memories(user_id, type, key, content, keywords, image_ids, "
         "source_turn_ids, event_start, event_end, valid_from, valid_to, status, version, "
-        "supersedes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 'active', ?, ?, ?)",
+        "supersedes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 'active', ?, ?, ?) "
+        "RETURNING id",
         (
             user_id,
             kind.value,
@@ -268,22 +265,13 @@ def insert_memory(
             to_storage(created),
         ),
     )
-    memory_id = cursor.lastrowid
-    assert memory_id is not None
-    conn.execute(
-        "INSERT INTO memory_fts(rowid, tags, text) VALUES (?, ?, ?)",
-        (memory_id, search.fts_tags(user_id, kind), index_text(kind, key, content, keywords)),
-    )
-    conn.execute(
-        "INSERT INTO memory_vectors(memory_id, vector) VALUES (?, ?)",
-        (memory_id, vector.astype("float32").tobytes()),
-    )
+    memory_id = int(cursor.fetchone()[0])
+    text = index_text(kind, key, content, keywords)
+    conn.engine.index(conn, IndexEntry(memory_id, user_id, kind, text, vector))
     return audit.load_memory(conn, user_id, memory_id)
 
 
-def _retire(
-    conn: sqlite3.Connection, memory: Memory, status: MemoryStatus, valid_to: datetime | None
-) -> Memory:
+def _retire(conn: Conn, memory: Memory, status: MemoryStatus, valid_to: datetime | None) -> Memory:
     if valid_to is not None and valid_to < memory.valid_from:
         raise ConflictError(
             f"time {to_storage(valid_to)} is before memory {memory.id}'s valid_from "
@@ -313,9 +301,7 @@ def require_active(memory: Memory, verb: str) -> None:
         )
 
 
-def _active_holder(
-    conn: sqlite3.Connection, user_id: str, kind: MemoryType, key: str | None
-) -> Memory | None:
+def _active_holder(conn: Conn, user_id: str, kind: MemoryType, key: str | None) -> Memory | None:
     if kind not in KEYED_TYPES:
         return None
     row = conn.execute(
@@ -327,7 +313,7 @@ def _active_holder(
 
 
 def _event_span(
-    conn: sqlite3.Connection, user_id: str, turn_ids: Sequence[int], default: datetime
+    conn: Conn, user_id: str, turn_ids: Sequence[int], default: datetime
 ) -> tuple[datetime, datetime]:
     """Memory time is the time of the turns it came from; without turns, its valid_from."""
     if not turn_ids:
@@ -341,7 +327,7 @@ def _event_span(
 
 
 def _updated_span(
-    conn: sqlite3.Connection,
+    conn: Conn,
     user_id: str,
     old: Memory,
     new_turns: Sequence[int] | None,
@@ -354,7 +340,7 @@ def _updated_span(
     return valid_from, valid_from
 
 
-def check_images(conn: sqlite3.Connection, image_ids: Sequence[str]) -> None:
+def check_images(conn: Conn, image_ids: Sequence[str]) -> None:
     for image_id in image_ids:
         if conn.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
             raise NotFoundError(f"image {image_id!r} is not stored; store_image() it first")
