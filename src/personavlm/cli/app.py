@@ -15,6 +15,7 @@ from personavlm.cli import (
     chat_cmd,
     memory_cmd,
     personality_cmd,
+    serve_cmd,
     synth_cmd,
     train_cmd,
 )
@@ -50,6 +51,7 @@ app.command()(chat_cmd.chat)
 app.command()(chat_cmd.worker)
 app.command()(chat_cmd.status)
 app.command()(synth_cmd.synth)
+app.command()(serve_cmd.serve)
 
 
 class IngestFormat(StrEnum):

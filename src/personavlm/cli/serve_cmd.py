@@ -1,0 +1,155 @@
+"""`personavlm serve`: the HTTP service (docs/service.md) under uvicorn.
+
+Flags and the environment are resolved here, once, into a `ServiceConfig` (the app reads no
+environment): the store from --db / PERSONAVLM_DB / PERSONAVLM_HOME, the encoder from
+--embedder / PERSONAVLM_EMBEDDER, the chat model from --model / PERSONAVLM_MODEL with its key
+from PERSONAVLM_API_KEY / OPENAI_API_KEY, the admin key from PERSONAVLM_ADMIN_KEY. FastAPI
+and uvicorn (the `server` extra) are imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import typer
+
+from personavlm.agent import Protocol
+from personavlm.cli.common import DbOption, EmbedderOption, fail_on_errors
+from personavlm.errors import ConfigError, MissingDependencyError
+from personavlm.settings import api_key, load_settings, model_spec
+
+if TYPE_CHECKING:
+    from personavlm.server import ServiceConfig
+
+__all__ = [
+    "ADMIN_KEY_ENV",
+    "UpdateChoice",
+    "require_server_extra",
+    "run",
+    "serve",
+    "service_config",
+]
+
+ADMIN_KEY_ENV = "PERSONAVLM_ADMIN_KEY"
+MIB = 1024 * 1024
+
+
+class UpdateChoice(StrEnum):
+    BACKGROUND = "background"
+    INLINE = "inline"
+
+
+def serve(
+    db: str | None = DbOption,
+    embedder: str | None = EmbedderOption,
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Chat model: openai:<model>@<base_url> or hf:<checkpoint dir>. Default: "
+        "$PERSONAVLM_MODEL; without one the memory API and the page work and chat answers 503.",
+        show_default=False,
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8420, "--port", help="Port to listen on."),
+    update: UpdateChoice = typer.Option(
+        UpdateChoice.BACKGROUND,
+        "--update",
+        help="background: update memory after answering (a worker thread); inline: before.",
+    ),
+    protocol: Protocol = typer.Option(
+        Protocol.JSON, "--protocol", help="json (any instruction model) or tags (PersonaVLM)."
+    ),
+    max_body_mb: float = typer.Option(20.0, "--max-body-mb", help="Largest request body."),
+    max_image_mb: float = typer.Option(10.0, "--max-image-mb", help="Largest picture."),
+) -> None:
+    """Serve the personalised model, the memory API and the web page over HTTP.
+
+    The admin key is $PERSONAVLM_ADMIN_KEY, or generated on the first start and printed once
+    on stderr. Make user keys with it: POST /v1/users/{id}/keys.
+
+    Example: personavlm serve --db memory.db --model openai:qwen2.5-vl-7b@http://127.0.0.1:8000/v1
+    """
+    with fail_on_errors():
+        config = service_config(
+            db=db,
+            embedder=embedder,
+            model=model,
+            host=host,
+            port=port,
+            update=update,
+            protocol=protocol,
+            max_body_mb=max_body_mb,
+            max_image_mb=max_image_mb,
+        )
+        run(config)
+
+
+def service_config(
+    *,
+    db: str | None = None,
+    embedder: str | None = None,
+    model: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8420,
+    update: UpdateChoice = UpdateChoice.BACKGROUND,
+    protocol: Protocol = Protocol.JSON,
+    max_body_mb: float = 20.0,
+    max_image_mb: float = 10.0,
+    env: Mapping[str, str] | None = None,
+) -> ServiceConfig:
+    """Flags and the environment as one ServiceConfig (`env` defaults to os.environ)."""
+    environ = os.environ if env is None else env
+    require_server_extra()
+    from personavlm.server import ServiceConfig
+
+    settings = load_settings(db=db, embedder=embedder, env=environ)
+    try:
+        spec: str | None = model_spec(model, environ)
+    except ConfigError:
+        spec = None  # no model: the memory API and the page still work, chat answers 503
+    admin_key = environ.get(ADMIN_KEY_ENV, "").strip() or None
+    return ServiceConfig(
+        location=settings.location,
+        embedder=settings.embedder,
+        blob_dir=settings.blob_dir,
+        model=spec,
+        model_api_key=api_key(environ) if spec else None,
+        admin_key=admin_key,
+        host=host,
+        port=port,
+        update=update.value,
+        protocol=protocol,
+        max_body_bytes=_bytes(max_body_mb, "--max-body-mb"),
+        max_image_bytes=_bytes(max_image_mb, "--max-image-mb"),
+    )
+
+
+def run(config: ServiceConfig) -> None:
+    """Start uvicorn on the app; returns when it stops (Ctrl-C, SIGTERM)."""
+    require_server_extra()
+    import uvicorn
+
+    from personavlm.server import create_app
+
+    app = create_app(config)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="info")
+
+
+def require_server_extra() -> None:
+    """MissingDependencyError naming the extra, rather than an ImportError deep inside."""
+    for name in ("fastapi", "uvicorn"):
+        if importlib.util.find_spec(name) is None:
+            raise MissingDependencyError(
+                f"the service needs the server extra ({name} is missing): "
+                "pip install 'personavlm[server]' -c constraints.txt"
+            )
+
+
+def _bytes(megabytes: float, flag: str) -> int:
+    if megabytes <= 0:
+        raise ConfigError(f"{flag} must be more than 0, got {megabytes}")
+    return int(megabytes * MIB)

@@ -1,0 +1,94 @@
+"""create_app(config): the FastAPI app of `personavlm serve`.
+
+    app = create_app(ServiceConfig(location="memory.db", embedder="hashing"))
+    uvicorn.run(app, host="127.0.0.1", port=8420)
+
+The lifespan opens the store (and the model and Assistant, when a model is configured) and
+closes them. Middleware, outermost first: the key check of every /v1 request (auth.py), then
+the body size limit (limits.py). Routes: /healthz, /v1 (routes_chat.py, routes_memory.py),
+and the web page's files at / (static/).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from personavlm import __version__
+from personavlm.errors import ConfigError
+from personavlm.server import routes_chat, routes_memory, schemas
+from personavlm.server.auth import AuthMiddleware
+from personavlm.server.config import ServiceConfig
+from personavlm.server.errors import install_error_handlers
+from personavlm.server.limits import BodyLimitMiddleware
+from personavlm.server.service import Service
+
+__all__ = ["create_app"]
+
+TAGS = [
+    {"name": "chat", "description": "The personalised model, OpenAI-compatible."},
+    {"name": "users", "description": "Users (admin key), and deleting one's own data."},
+    {"name": "keys", "description": "API keys: the admin key manages per-user keys."},
+    {"name": "memories", "description": "A user's memories, their history and undo."},
+    {"name": "search", "description": "Hybrid, time-aware search over a user's memories."},
+    {"name": "personality", "description": "The user's Big Five state and its trajectory."},
+    {"name": "turns", "description": "The conversation log."},
+    {"name": "images", "description": "Pictures of the user's turns and memories."},
+    {"name": "export", "description": "Everything of a user as one JSON document."},
+    {"name": "service", "description": "Health."},
+]
+
+
+def create_app(config: ServiceConfig) -> FastAPI:
+    """The app for `config`; nothing is opened until the app starts (its lifespan)."""
+    index = config.static_dir / "index.html"
+    if not index.is_file():
+        raise ConfigError(
+            f"the web page is missing ({index} not found): this personavlm installation is "
+            "incomplete; reinstall it"
+        )
+    service = Service(config)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(service.open)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(service.close)
+
+    app = FastAPI(
+        title="personavlm",
+        version=__version__,
+        summary="Long-term memory and personality for any chat model, as a service.",
+        description="The personalised OpenAI-compatible endpoint, the memory REST API and "
+        "API keys. Every /v1 route needs `Authorization: Bearer <key>`. See docs/service.md.",
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.state.service = service
+    install_error_handlers(app)
+
+    @app.get(
+        "/healthz",
+        tags=["service"],
+        summary="Is the service up, on which engine, with a model?",
+        operation_id="health",
+        response_model=None,
+        responses={200: {"model": schemas.HealthOut, "description": "Up"}},
+    )
+    def health() -> dict[str, object]:
+        return {"status": "ok", "engine": service.store.engine_kind, "model": service.has_model}
+
+    app.include_router(routes_chat.router)
+    app.include_router(routes_memory.router)
+    # Last: the page takes every path no route above claimed.
+    app.mount("/", StaticFiles(directory=config.static_dir, html=True), name="page")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(AuthMiddleware, service=service)  # added last = outermost: 401 first
+    return app

@@ -1,0 +1,101 @@
+"""Service: what the app holds while it runs (the store, the model, the Assistant).
+
+Opened by the app's lifespan and closed by it; routes reach it through `request.app.state`.
+Opening registers the configured admin key (idempotent: only its hash is stored) or, when the
+store has no admin key and none was configured, generates one and hands it to
+`config.announce_admin_key` once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from personavlm import embed, models
+from personavlm.agent import AgentConfig, Assistant
+from personavlm.errors import ConfigError
+from personavlm.memory import MemoryStore
+from personavlm.models import ChatModel
+from personavlm.server.config import ServiceConfig
+from personavlm.server.errors import model_not_configured
+
+__all__ = ["Service", "ServiceDep", "get_service"]
+
+
+class Service:
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self._store: MemoryStore | None = None
+        self._model: ChatModel | None = None
+        self._assistant: Assistant | None = None
+
+    def open(self) -> None:
+        store = MemoryStore.open(
+            self.config.location,
+            embedder=embed.load(self.config.embedder),
+            blob_dir=self.config.blob_dir,
+        )
+        self._store = store
+        try:
+            self._ensure_admin_key(store)
+            if self.config.model is not None:
+                self._model = _load_model(self.config.model, self.config.model_api_key)
+                agent = AgentConfig(protocol=self.config.protocol, update=self.config.update)
+                self._assistant = Assistant(store, self._model, agent)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._assistant is not None:
+            self._assistant.close()  # stops the worker; queued jobs stay queued
+            self._assistant = None
+        if self._model is not None:
+            close: Callable[[], None] | None = getattr(self._model, "close", None)
+            if close is not None:
+                close()
+            self._model = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    @property
+    def store(self) -> MemoryStore:
+        if self._store is None:
+            raise ConfigError("the service is not running (its store is closed)")
+        return self._store
+
+    @property
+    def has_model(self) -> bool:
+        return self.config.model is not None
+
+    @property
+    def assistant(self) -> Assistant:
+        """The Assistant; answers 503 model_not_configured when no model is attached."""
+        if self._assistant is None:
+            raise model_not_configured()
+        return self._assistant
+
+    def _ensure_admin_key(self, store: MemoryStore) -> None:
+        if self.config.admin_key is not None:
+            store.register_api_key(self.config.admin_key, None, label="PERSONAVLM_ADMIN_KEY")
+        elif not store.has_admin_key():
+            _record, secret = store.create_api_key(None, label="generated at first start")
+            self.config.announce_admin_key(secret)
+
+
+def _load_model(spec: str, api_key: str | None) -> ChatModel:
+    # Only the OpenAI-compatible backend takes a key; hf: checkpoints run in-process.
+    options = {"api_key": api_key} if spec.startswith("openai:") else {}
+    return models.load(spec, **options)
+
+
+def get_service(request: Request) -> Service:
+    service = request.app.state.service
+    assert isinstance(service, Service)
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
