@@ -39,7 +39,7 @@ def connect(location: str) -> Iterator[Any]:
         import psycopg
 
         with psycopg.connect(location, autocommit=True) as conn:
-            yield conn
+            yield _QmarkConnection(conn)
         return
     with closing(sqlite3.connect(location)) as conn:
         yield conn
@@ -72,3 +72,15 @@ def _postgres_counts(url: str) -> dict[str, int]:
             )
         ]
         return {n: conn.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in names}
+
+
+class _QmarkConnection:
+    """psycopg speaking SQLite's `?` placeholders, so one check runs on both engines."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        if not params:
+            return self._conn.execute(sql)
+        return self._conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)

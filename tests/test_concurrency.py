@@ -223,8 +223,9 @@ def test_processes_writing_to_one_user_lose_nothing(store_location: str) -> None
 
 
 @pytest.mark.slow
-def test_processes_appending_turns_for_different_users(tmp_path: Path) -> None:
-    db = tmp_path / "memory.db"
+@pytest.mark.parametrize("store_location", ENGINES, indirect=True)
+def test_processes_appending_turns_for_different_users(store_location: str) -> None:
+    db = store_location
     users = [f"user-{u}" for u in range(TURN_USERS)]
     barrier = CTX.Barrier(TURN_USERS + 1)
     stop = CTX.Event()
@@ -232,11 +233,11 @@ def test_processes_appending_turns_for_different_users(tmp_path: Path) -> None:
     targets: dict[str, tuple[Callable[..., None], tuple[Any, ...]]] = {
         f"turn worker {u}": (
             procs.turn_worker,
-            (str(db), u, TURNS_PER_USER, barrier, results_queue),
+            (db, u, TURNS_PER_USER, barrier, results_queue),
         )
         for u in range(TURN_USERS)
     }
-    targets["search worker"] = (procs.search_worker, (str(db), users, barrier, stop, results_queue))
+    targets["search worker"] = (procs.search_worker, (db, users, barrier, stop, results_queue))
 
     def stop_searching_when_appends_end(results: Results) -> None:
         if all(f"turn worker {u}" in results for u in range(TURN_USERS)):
