@@ -29,6 +29,9 @@ fi
 
 echo "deb-src http://deb.debian.org/debian trixie main" > /etc/apt/sources.list.d/trixie-src.list
 apt-get update -qq
+# PostgreSQL may have come from elsewhere: the build needs its headers and the tools anyway.
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    postgresql-server-dev-15 build-essential dpkg-dev >/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
