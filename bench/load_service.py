@@ -189,7 +189,7 @@ def count_afterwards(
         for log in logs:
             held = {m.id: m.content for m in store.list(log.user, status=None, limit=100_000)}
             lost_memories += sum(held.get(mid) != content for mid, content in log.created.items())
-            lost_turns += 2 * log.chats - len(store.turns(log.user, limit=100_000))
+            lost_turns += abs(2 * log.chats - len(store.turns(log.user, limit=100_000)))
             updates = sum(c.startswith("update memory load-chat-") for c in held.values())
             lost_updates += log.chats - updates
     return {

@@ -35,7 +35,7 @@ def show(
     with fail_on_errors(), open_store(db, embedder) as store:
         state = store.personality(user)
         emit(
-            {"traits": state.traits.to_dict(), "step": state.step},
+            state.to_dict(),
             as_json=as_json,
             text=render(state) + f"\n(readings absorbed: {state.step})",
         )
@@ -62,7 +62,7 @@ def record(
         reading = Reading(openness, conscientiousness, extraversion, agreeableness, neuroticism)
         state = store.record_personality(user, reading, time=time)
         emit(
-            {"traits": state.traits.to_dict(), "step": state.step},
+            state.to_dict(),
             as_json=as_json,
             text=render(state),
         )

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from personavlm.embed.base import Vectors
 from personavlm.memory.records import MemoryType
+from personavlm.timeutil import to_storage
 
 __all__ = [
     "Conn",
@@ -32,6 +33,7 @@ __all__ = [
     "IndexEntry",
     "Scored",
     "SearchFilter",
+    "hard_filters",
     "integrity_errors",
 ]
 
@@ -142,3 +144,20 @@ def integrity_errors() -> tuple[type[Exception], ...]:
         return tuple(found)
     found.append(psycopg.errors.IntegrityError)
     return tuple(found)
+
+
+def hard_filters(where: SearchFilter) -> tuple[str, list[object]]:
+    """The filters applied before any ranking: active, in the time window, not excluded."""
+    sql = "m.status = 'active' AND m.user_id = ?"
+    params: list[object] = [where.user_id]
+    if where.start is not None:
+        sql += " AND m.event_end >= ?"
+        params.append(to_storage(where.start))
+    if where.end is not None:
+        sql += " AND m.event_start <= ?"
+        params.append(to_storage(where.end))
+    if where.exclude:
+        excluded = sorted(where.exclude)
+        sql += f" AND m.id NOT IN ({','.join('?' * len(excluded))})"
+        params.extend(excluded)
+    return sql, params

@@ -24,10 +24,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from personavlm.embed.base import Vectors
 from personavlm.errors import ConfigError, MissingDependencyError, StoreError
-from personavlm.memory.engine import IndexEntry, Scored, SearchFilter
+from personavlm.memory.engine import IndexEntry, Scored, SearchFilter, hard_filters
 from personavlm.memory.postgres_schema import create_or_migrate
 from personavlm.memory.records import MemoryType
-from personavlm.memory.sqlite import hard_filters
 
 __all__ = ["PostgresEngine", "redact_url"]
 

@@ -28,10 +28,9 @@ import numpy as np
 from personavlm.embed.base import Vectors
 from personavlm.errors import StoreError
 from personavlm.memory import schema
-from personavlm.memory.engine import Engine, IndexEntry, Scored, SearchFilter
+from personavlm.memory.engine import Engine, IndexEntry, Scored, SearchFilter, hard_filters
 from personavlm.memory.records import MemoryType
 from personavlm.memory.vectors import VectorIndex
-from personavlm.timeutil import to_storage
 
 __all__ = ["SqliteEngine", "fts_tags"]
 
@@ -212,23 +211,6 @@ class SqliteEngine:
             (user_id,),
         )
         self.vectors.forget(user_id)
-
-
-def hard_filters(where: SearchFilter) -> tuple[str, list[object]]:
-    """The filters applied before any ranking: active, in the time window, not excluded."""
-    sql = "m.status = 'active' AND m.user_id = ?"
-    params: list[object] = [where.user_id]
-    if where.start is not None:
-        sql += " AND m.event_end >= ?"
-        params.append(to_storage(where.start))
-    if where.end is not None:
-        sql += " AND m.event_start <= ?"
-        params.append(to_storage(where.end))
-    if where.exclude:
-        excluded = sorted(where.exclude)
-        sql += f" AND m.id NOT IN ({','.join('?' * len(excluded))})"
-        params.extend(excluded)
-    return sql, params
 
 
 def fts_tags(user_id: str, memory_type: MemoryType) -> str:

@@ -18,7 +18,6 @@ from personavlm.memory import audit, keys, personality_log
 from personavlm.memory.engine import Conn
 from personavlm.memory.records import ImageRef
 from personavlm.memory.rows import MEMORY_COLUMNS, TURN_COLUMNS, memory_from_row, turn_from_row
-from personavlm.personality import PersonalityState
 from personavlm.timeutil import from_storage, to_storage
 
 __all__ = [
@@ -160,16 +159,12 @@ def export(conn: Conn, user_id: str) -> dict[str, Any]:
         "events": [audit.load_event(conn, user_id, i).to_dict() for i in event_ids],
         "turns": [turn_from_row(row).to_dict() for row in turns],
         "personality": {
-            "current": _state(personality_log.current(conn, user_id)),
+            "current": personality_log.current(conn, user_id).to_dict(),
             "readings": [r.to_dict() for r in personality_log.readings(conn, user_id)],
         },
         "keys": [k.to_dict() for k in keys.listing(conn, user_id)],
         "images": [_image_entry(conn, i) for i in image_ids_of(conn, user_id)],
     }
-
-
-def _state(state: PersonalityState) -> dict[str, Any]:
-    return {"traits": state.traits.to_dict(), "step": state.step}
 
 
 def _image_entry(conn: Conn, image_id: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from personavlm.errors import ValidationError
 
@@ -220,6 +220,9 @@ class PersonalityState:
     @classmethod
     def initial(cls) -> PersonalityState:
         return cls(Traits.neutral(), 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"traits": self.traits.to_dict(), "step": self.step}
 
 
 def _check_step(m: object, what: str) -> int:

@@ -360,7 +360,7 @@ def personality(user_id: PathUser, service: ServiceDep) -> dict[str, Any]:
     state = store.personality(user_id)
     readings = store.personality_readings(user_id)
     return {
-        "current": {"traits": state.traits.to_dict(), "step": state.step},
+        "current": state.to_dict(),
         "trajectory": [r.to_dict() for r in readings],
     }
 
