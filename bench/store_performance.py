@@ -71,7 +71,8 @@ import numpy as np
 from personavlm.embed import MiniLMEmbedder
 from personavlm.embed.base import Vectors
 from personavlm.memory.search import SHIPPED, Fusion, Method, RetrievalConfig
-from personavlm.memory.store import INGEST_BATCH, MemoryStore, turn_index_text
+from personavlm.memory.store import INGEST_BATCH, MemoryStore
+from personavlm.memory.unit import turn_index_text
 from personavlm.memory.turnlog import TurnInput
 
 USER = "maya"

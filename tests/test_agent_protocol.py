@@ -112,12 +112,14 @@ def test_malformed_json_says_what_is_wrong(reply: str, error: str) -> None:
 
 def test_windows_are_used_as_given_or_dropped_with_a_note() -> None:
     both = resolve_window("2024-03-01 00:00", "2024-03-10 12:00")
-    assert str(both.start) == "2024-03-01 00:00:00" and str(both.end) == "2024-03-10 12:00:00"
+    assert str(both.window.start) == "2024-03-01 00:00:00"
+    assert str(both.window.end) == "2024-03-10 12:00:00"
     assert both.notes == ()
     bad = resolve_window("last week", "2024-03-10 12:00")
-    assert bad.start is None and bad.end is not None and "not a time" in bad.notes[0]
+    assert bad.window.start is None and bad.window.end is not None
+    assert "not a time" in bad.notes[0]
     reversed_ = resolve_window("2024-03-10 00:00", "2024-03-01 00:00")
-    assert (reversed_.start, reversed_.end) == (None, None)
+    assert reversed_.window.is_open
     assert "after end_time" in reversed_.notes[0]
 
 

@@ -1,4 +1,5 @@
-"""Multiple-choice wording and answer reading (bench/mcq.py) and scoring (bench/scoring.py)."""
+"""Multiple-choice wording and answer reading (bench/mcq.py), the task table (tasks.py) and
+scoring (bench/scoring.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from datetime import datetime
 import pytest
 
 from personavlm.bench.mcq import (
-    TASK_ASPECT,
     Item,
     choice_letter,
     prompt_text,
@@ -16,6 +16,7 @@ from personavlm.bench.mcq import (
 )
 from personavlm.bench.scoring import expected_random, markdown_table, summarize
 from personavlm.errors import ValidationError
+from personavlm.tasks import TASK_ASPECT
 
 CHOICES = {"a": "Sprite", "b": "Coca-Cola", "c": "Coca-Cola Zero", "d": "Water"}
 

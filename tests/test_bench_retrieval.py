@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from personavlm.bench.retrieval import _metrics, load_dataset, run_benchmark
+from personavlm.bench.retrieval import DEFAULT_KS, _metrics, load_dataset, run_benchmark
+from personavlm.cli.bench_cmd import DEFAULT_K_TEXT
 from personavlm.embed import Embedder, HashingEmbedder
 from personavlm.errors import ValidationError
 from personavlm.memory import MemoryStore
@@ -30,6 +31,11 @@ def test_metrics_arithmetic() -> None:
         "hit@10": 1.0,
     }
     assert _metrics(["x"], ("a",), [1]) == {"recall@1": 0.0, "hit@1": 0.0}
+
+
+def test_the_cli_k_default_is_the_library_default() -> None:
+    # The CLI writes the default out so that its --help does not load the store.
+    assert ",".join(map(str, DEFAULT_KS)) == DEFAULT_K_TEXT
 
 
 def test_small_set_loads_and_runs(tmp_path: Path) -> None:

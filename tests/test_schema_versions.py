@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 import personavlm
+from personavlm.agent.exchange import close_session
+from personavlm.agent.jobs import SessionJob, decode
 from personavlm.embed import HashingEmbedder
 from personavlm.errors import SchemaVersionError, StoreError
 from personavlm.memory.records import EventOp, MemoryStatus, MemoryType
@@ -153,7 +155,7 @@ def build_sample_store(path: Path) -> None:
         store.record_personality("ann", Reading(5, 2, 2, 4, 2), time="2024-03-09 18:02")
         store.record_personality("bo", Reading(2, 4, 3, 3, 3), time="2024-02-01 12:00")
         if SCHEMA_VERSION >= 2:  # the update queue: ann's last session waits to be closed
-            store.close_session("ann")
+            close_session(store, "ann")
         if SCHEMA_VERSION >= 3:  # API keys: an admin key, and one live and one revoked of ann
             store.register_api_key("admin-key-of-the-v3-fixture", None, label="admin")
             store.create_api_key("ann", label="phone")
@@ -485,9 +487,11 @@ def test_restored_dump_update_queue(restored: Path) -> None:
             return
         assert (status.pending, status.failed) == (1, 0)
         job = store.claim_job("test-worker")
-        assert job is not None and job.kind.value == "session"
-        assert job.session_id == store.turns("ann")[-1].session_id
-        assert job.payload == {"session_id": job.session_id}
+        session_id = store.turns("ann")[-1].session_id
+        assert job is not None and job.kind == "session"
+        assert job.dedupe_key == f"session:{session_id}"
+        assert job.payload == {"v": 1, "session_id": session_id}  # as written, still read:
+        assert decode(job) == SessionJob(session_id)
 
 
 def test_newer_schema_version_is_refused(tmp_path: Path) -> None:

@@ -134,7 +134,7 @@ def test_hits_carry_source_turns_and_images(store: MemoryStore, tmp_path: Path) 
     assert [t.ext_id for t in hit.turns] == ["t1"]
     assert hit.turns[0].speaker == "Ann" and hit.turns[0].image_ids == (image.id,)
     assert [i.id for i in hit.images] == [image.id]
-    assert Path(hit.images[0].path).read_bytes() == (tmp_path / "bobby.png").read_bytes()
+    assert store.blobs.read(hit.images[0].id) == (tmp_path / "bobby.png").read_bytes()
     assert hit.ranks.keys() <= {"bm25", "dense"} and hit.ranks
 
 

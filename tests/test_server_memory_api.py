@@ -423,8 +423,9 @@ def test_deleting_a_user_removes_rows_and_unshared_blobs(tmp_path: Path) -> None
 
         after = _rows_of(tmp_path / "memory.db", "ann")
         assert set(after.values()) == {0}, after
-        assert not Path(own.path).exists()
-        assert Path(shared.path).exists()  # Bob's turn still shows it
+        blobs = tmp_path / "memory.db.blobs"
+        assert not (blobs / own.id[:2] / own.id).exists()
+        assert (blobs / shared.id[:2] / shared.id).exists()  # Bob's turn still shows it
         db = tmp_path / "memory.db"
         assert (_image_rows(db, own.id), _image_rows(db, shared.id)) == (0, 1)
         assert _rows_of(db, "bob")["turns"] == 1

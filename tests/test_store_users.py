@@ -117,8 +117,8 @@ def test_deleting_a_user_removes_rows_and_own_blobs_only(
     store: MemoryStore, tmp_path: Path, store_location: str
 ) -> None:
     images = _ann_with_everything(store, tmp_path)
-    own_blob = Path(store.user_image("ann", images["own"]).path)
-    shared_blob = Path(store.user_image("ann", images["shared"]).path)
+    own, shared = (store.user_image("ann", images[name]).id for name in ("own", "shared"))
+    assert store.blobs.exists(own) and store.blobs.exists(shared)
     bo_before = store.export_user("bo")
 
     deletion = store.delete_user("ann")
@@ -131,7 +131,8 @@ def test_deleting_a_user_removes_rows_and_own_blobs_only(
         "blobs": 1,
         "keys": 1,
     }
-    assert not own_blob.exists() and shared_blob.exists()
+    assert not store.blobs.exists(own) and store.blobs.exists(shared)
+    assert not any(store.blobs.root.rglob(own))  # the file itself is gone from the folder
     assert store.users() == ["bo"]
     assert store.export_user("bo") == bo_before  # nothing of bo moved
     with connect(store_location) as conn:

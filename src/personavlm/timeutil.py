@@ -8,12 +8,17 @@ in SQLite and compares as text in SQL filters.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from personavlm.errors import ValidationError
 
 __all__ = [
     "STORAGE_FORMAT",
+    "TimeWindow",
     "display_time",
     "from_storage",
     "local_now",
@@ -77,3 +82,67 @@ def local_now() -> datetime:
     """'Now' on the conversation clock: naive local time, like every turn's time. Used when a
     caller gives no time for a memory, so it sorts and filters with the turns around it."""
     return datetime.now().replace(microsecond=0)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """A closed interval of conversation time; either bound may be open (None).
+
+    The one form a time filter takes from where it is parsed (the protocol, a route, a CLI
+    flag) to where it is applied (SQL, the dense index). A reversed window is refused here,
+    once, for every caller. Something with a time span [first, last] (a memory's event time,
+    a turn's time twice) is in the window when the spans overlap: last >= start and
+    first <= end (`conditions`, the only place this rule is written).
+    """
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValidationError(
+                f"start is after end ({to_storage(self.start)} > {to_storage(self.end)}); swap them"
+            )
+
+    @classmethod
+    def parse(
+        cls,
+        start: str | datetime | None,
+        end: str | datetime | None,
+        *,
+        names: tuple[str, str] = ("start", "end"),
+    ) -> TimeWindow:
+        """Both bounds parsed strictly; ValidationError names the bad one."""
+        return cls(
+            None if start is None else parse_time(start, field=names[0]),
+            None if end is None else parse_time(end, field=names[1]),
+        )
+
+    @property
+    def is_open(self) -> bool:
+        return self.start is None and self.end is None
+
+    def conditions(self) -> list[tuple[str, Callable[[Any, Any], Any], datetime]]:
+        """The overlap rule: (which side of the span, comparison, bound) per given bound."""
+        found: list[tuple[str, Callable[[Any, Any], Any], datetime]] = []
+        if self.start is not None:
+            found.append(("last", operator.ge, self.start))
+        if self.end is not None:
+            found.append(("first", operator.le, self.end))
+        return found
+
+    def sql(self, first: str, last: str) -> tuple[str, list[object]]:
+        """` AND ...` clauses keeping rows whose [first, last] columns overlap the window."""
+        symbols = {operator.ge: ">=", operator.le: "<="}
+        columns = {"first": first, "last": last}
+        clauses = [f" AND {columns[side]} {symbols[cmp]} ?" for side, cmp, _ in self.conditions()]
+        return "".join(clauses), [to_storage(bound) for _, _, bound in self.conditions()]
+
+    def mask(self, firsts: Any, lasts: Any, stamp: Callable[[datetime], Any]) -> Any:
+        """Element-wise overlap for arrays of span bounds (numpy), bounds converted by
+        `stamp` into the arrays' unit; True where nothing constrains."""
+        keep: Any = True
+        sides = {"first": firsts, "last": lasts}
+        for side, cmp, bound in self.conditions():
+            keep = cmp(sides[side], stamp(bound)) & keep
+        return keep

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from personavlm.agent.calls import CallSettings
 from personavlm.agent.context import prompt, response_message
+from personavlm.agent.exchange import Exchange, close_session, record_exchange
 from personavlm.agent.protocol import Protocol
 from personavlm.agent.respond import run_response
 from personavlm.agent.trace import Trace, UpdateReport
@@ -31,12 +32,12 @@ from personavlm.agent.worker import BackgroundWorker, Worker
 from personavlm.errors import ConflictError, ValidationError
 from personavlm.media.blobs import ImageSource
 from personavlm.memory.records import DEFAULT_K, Hit, ImageRef, MemoryType
-from personavlm.memory.store import Exchange, MemoryStore
+from personavlm.memory.store import MemoryStore
 from personavlm.memory.turnlog import SESSION_GAP, TurnInput
 from personavlm.memory.validate import check_text, check_user_id
 from personavlm.models.base import ChatModel, Message
 from personavlm.personality import PersonalityState
-from personavlm.timeutil import local_now, parse_time, to_storage
+from personavlm.timeutil import TimeWindow, local_now, parse_time, to_storage
 
 __all__ = ["AgentConfig", "Assistant", "Response"]
 
@@ -134,7 +135,7 @@ class Assistant:
             time=when, role="user", text=text, image_ids=tuple(r.id for r in refs)
         )
         reply_turn = TurnInput.create(time=when, role="assistant", text=answer)
-        exchange = self.store.record_exchange(user_id, user_turn, reply_turn)
+        exchange = record_exchange(self.store, user_id, user_turn, reply_turn)
         assert exchange is not None  # new turns have no ids, so they are always stored
         trace.updates = self._after_exchange(user_id, exchange)
         return Response(answer, trace, exchange)
@@ -182,14 +183,14 @@ class Assistant:
             text=answer,
             ext_id=None if ext_id is None else f"{ext_id}:assistant",
         )
-        exchange = self.store.record_exchange(user_id, user_turn, reply)
+        exchange = record_exchange(self.store, user_id, user_turn, reply)
         if exchange is None:
             return None, []
         return exchange, self._after_exchange(user_id, exchange)
 
     def close_session(self, user_id: str) -> list[UpdateReport]:
         """Close the user's current session now: summarise it (inline) or queue that."""
-        job_id = self.store.close_session(user_id)
+        job_id = close_session(self.store, user_id)
         if job_id is None:
             return []
         if self.config.update != "inline":
@@ -234,11 +235,12 @@ class Assistant:
         answer = run_response(
             self.model,
             messages,
-            lambda words, start, end, seen: self._search(user_id, words, start, end, seen),
+            lambda words, window, seen: self._search(user_id, words, window, seen),
             protocol=protocol,
             max_retrievals=self.config.max_retrievals,
             settings=self.settings,
             trace=trace,
+            blobs=self.store.blobs,
         )
         return answer, trace
 
@@ -281,14 +283,14 @@ class Assistant:
             query=text,
             query_images=refs,
             time=when,
+            blobs=self.store.blobs,
         )
 
     def _search(
         self,
         user_id: str,
         keywords: str,
-        start: datetime | None,
-        end: datetime | None,
+        window: TimeWindow,
         seen: frozenset[int],
     ) -> list[Hit]:
         if not self.store.has_user(user_id):
@@ -298,7 +300,6 @@ class Assistant:
             keywords,
             types=list(self.config.k),
             k=dict(self.config.k),
-            start=start,
-            end=end,
+            window=window,
             exclude_ids=seen,
         )

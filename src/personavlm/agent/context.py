@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from importlib import resources
-from pathlib import Path
 from string import Template
 
 from personavlm.agent.protocol import escape
-from personavlm.errors import StoreError
+from personavlm.errors import NotFoundError, StoreError
+from personavlm.media.blobs import BlobStore
 from personavlm.memory.records import Hit, ImageRef, Memory, MemoryType, Turn
 from personavlm.models.base import ImagePart, Message, Part, Role, TextPart
 from personavlm.personality import PersonalityState, render
@@ -40,19 +40,20 @@ def prompt(name: str, **values: object) -> str:
     return Template(text).substitute({k: str(v) for k, v in values.items()}).strip()
 
 
-def image_part(ref: ImageRef) -> ImagePart:
-    """A stored image as a message part; a blob missing from disk is a StoreError."""
+def image_part(ref: ImageRef, blobs: BlobStore) -> ImagePart:
+    """A stored image as a message part; a registered picture without bytes is a StoreError."""
     try:
-        data = Path(ref.path).read_bytes()
-    except OSError as exc:
-        raise StoreError(f"image blob {ref.id} is missing at {ref.path}: {exc}") from exc
+        data = blobs.read(ref.id)
+    except NotFoundError as exc:
+        raise StoreError(f"picture {ref.id} is registered but {exc}") from exc
     return ImagePart(data, ref.mime)
 
 
 class PartsBuilder:
     """Text and images in order; adjacent text runs are merged into one part."""
 
-    def __init__(self) -> None:
+    def __init__(self, blobs: BlobStore) -> None:
+        self._blobs = blobs
         self._parts: list[Part] = []
 
     def text(self, text: str) -> PartsBuilder:
@@ -64,7 +65,7 @@ class PartsBuilder:
 
     def images(self, refs: Iterable[ImageRef]) -> PartsBuilder:
         for ref in refs:
-            self._parts.append(image_part(ref))
+            self._parts.append(image_part(ref, self._blobs))
         return self
 
     def extend(self, message: Message) -> PartsBuilder:
@@ -106,9 +107,10 @@ def response_message(
     query: str,
     query_images: Sequence[ImageRef],
     time: datetime,
+    blobs: BlobStore,
 ) -> Message:
     """The first user message of a turn: profile, personality, recent turns, the input."""
-    builder = PartsBuilder()
+    builder = PartsBuilder(blobs)
     builder.text(f"## User profile (core memory)\n{render_core(core)}\n\n")
     builder.text(f"## {render(personality)}\n\n")
     builder.text("## Recent conversations (the last 60 minutes)\n")
@@ -122,9 +124,11 @@ def response_message(
     return builder.message("user")
 
 
-def retrieval_message(hits: Sequence[Hit], notes: Sequence[str], retrievals_left: int) -> Message:
+def retrieval_message(
+    hits: Sequence[Hit], notes: Sequence[str], retrievals_left: int, blobs: BlobStore
+) -> Message:
     """Retrieved memories as the next user turn: procedural, semantic, episodic blocks."""
-    builder = PartsBuilder()
+    builder = PartsBuilder(blobs)
     for note in notes:
         builder.text(f"Note: {escape(note)}\n")
     by_type = {kind: [h for h in hits if h.memory.type is kind] for kind in MemoryType}

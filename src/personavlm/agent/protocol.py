@@ -26,14 +26,14 @@ from enum import StrEnum
 from typing import Any
 
 from personavlm.errors import ProtocolError, ValidationError
-from personavlm.timeutil import parse_time
+from personavlm.timeutil import TimeWindow, parse_time
 
 __all__ = [
     "STEP_SCHEMA",
     "AnswerAction",
     "Protocol",
+    "ResolvedWindow",
     "RetrieveAction",
-    "TimeWindow",
     "escape",
     "parse_step",
     "resolve_window",
@@ -227,15 +227,16 @@ def _strip_fence(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class TimeWindow:
-    start: datetime | None
-    end: datetime | None
-    notes: tuple[str, ...]  # what was dropped and why
+class ResolvedWindow:
+    """The window a retrieval searches, and what of the model's window was dropped and why."""
+
+    window: TimeWindow
+    notes: tuple[str, ...]
 
 
-def resolve_window(start: str | None, end: str | None) -> TimeWindow:
+def resolve_window(start: str | None, end: str | None) -> ResolvedWindow:
     """The model's time window, used as given; an unreadable bound is dropped, and a
-    reversed window is dropped whole, each with a note for the trace."""
+    window TimeWindow refuses (reversed) is dropped whole, each with a note for the trace."""
     notes: list[str] = []
     bounds: list[datetime | None] = []
     for name, value in (("start_time", start), ("end_time", end)):
@@ -247,8 +248,9 @@ def resolve_window(start: str | None, end: str | None) -> TimeWindow:
         except ValidationError:
             notes.append(f"{name} {value!r} is not a time; searched without it")
             bounds.append(None)
-    first, last = bounds
-    if first is not None and last is not None and first > last:
+    try:
+        window = TimeWindow(bounds[0], bounds[1])
+    except ValidationError:
         notes.append(f"start_time {start} is after end_time {end}; searched all time instead")
-        first = last = None
-    return TimeWindow(first, last, tuple(notes))
+        window = TimeWindow()
+    return ResolvedWindow(window, tuple(notes))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from personavlm.agent.calls import CallSettings, call_parsed
 from personavlm.agent.context import retrieval_message
@@ -37,16 +36,17 @@ from personavlm.agent.trace import (
     Trace,
 )
 from personavlm.errors import ProtocolError
+from personavlm.media.blobs import BlobStore
 from personavlm.memory.records import Hit
 from personavlm.models.base import ChatModel, Message
-from personavlm.timeutil import to_storage_or_none
+from personavlm.timeutil import TimeWindow, to_storage_or_none
 
 __all__ = ["FALLBACK_ANSWER", "SearchFn", "run_response"]
 
 FALLBACK_ANSWER = "Sorry, I could not put an answer together just now. Could you ask again?"
 
-# search(keywords, start, end, exclude_ids) -> hits
-SearchFn = Callable[[str, datetime | None, datetime | None, frozenset[int]], list[Hit]]
+# search(keywords, window, exclude_ids) -> hits
+SearchFn = Callable[[str, TimeWindow, frozenset[int]], list[Hit]]
 
 _LIMIT_PROMPT = "You have used all {n} retrievals for this answer. Answer now, with what you know."
 
@@ -58,6 +58,7 @@ class _Loop:
     max_retrievals: int
     settings: CallSettings
     search: SearchFn
+    blobs: BlobStore
 
 
 def run_response(
@@ -69,9 +70,11 @@ def run_response(
     max_retrievals: int,
     settings: CallSettings,
     trace: Trace,
+    blobs: BlobStore,
 ) -> str:
-    """Run the protocol loop from `messages` (system + context); returns the answer."""
-    loop = _Loop(model, protocol, max_retrievals, settings, search)
+    """Run the protocol loop from `messages` (system + context); returns the answer.
+    Retrieved pictures are read from `blobs`."""
+    loop = _Loop(model, protocol, max_retrievals, settings, search, blobs)
     seen: set[int] = set()
     told_to_answer = False
     while True:
@@ -118,18 +121,18 @@ def _next_step(loop: _Loop, messages: Sequence[Message], trace: Trace) -> tuple[
 
 def _retrieve(loop: _Loop, action: RetrieveAction, seen: set[int], trace: Trace) -> Message:
     window = resolve_window(action.start_time, action.end_time)
-    hits = loop.search(action.keywords, window.start, window.end, frozenset(seen))
+    hits = loop.search(action.keywords, window.window, frozenset(seen))
     seen.update(hit.memory.id for hit in hits)
     trace.steps.append(
         RetrieveStep(
             keywords=action.keywords,
-            start=to_storage_or_none(window.start),
-            end=to_storage_or_none(window.end),
+            start=to_storage_or_none(window.window.start),
+            end=to_storage_or_none(window.window.end),
             hits=tuple(HitRecord.of(h) for h in hits),
             notes=window.notes,
         )
     )
-    return retrieval_message(hits, window.notes, loop.max_retrievals - trace.retrievals)
+    return retrieval_message(hits, window.notes, loop.max_retrievals - trace.retrievals, loop.blobs)
 
 
 def _give_up(trace: Trace, error: str, reply: str) -> str:

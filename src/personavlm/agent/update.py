@@ -39,9 +39,11 @@ from personavlm.agent.formats import (
     parse_semantic_tags,
     parse_update_json,
 )
+from personavlm.agent.jobs import SessionJob, TurnJob, TurnReading, decode, finish
 from personavlm.agent.protocol import Protocol, escape
 from personavlm.agent.trace import MemoryChange, ModelCall, Phase, UpdateReport
-from personavlm.memory.jobs import JobKind, UpdateJob
+from personavlm.media.blobs import BlobStore
+from personavlm.memory.queue import QueuedJob
 from personavlm.memory.records import Hit, Memory, MemoryType, Turn
 from personavlm.memory.store import MemoryStore
 from personavlm.memory.writes import AddOp, InvalidateOp, MemoryOp, UpdateOp
@@ -71,21 +73,22 @@ class UpdatePhase:
         self.protocol = protocol
         self.settings = settings
 
-    def run(self, job: UpdateJob) -> UpdateReport:
+    def run(self, job: QueuedJob) -> UpdateReport:
         """Do one claimed job and finish it; model and store errors propagate (the caller
         records the failure on the job, which stays queued)."""
-        report = UpdateReport(job.id, job.user_id, job.kind.value, "applied")
-        if job.kind is JobKind.TURN:
-            self._turn(job, report)
+        report = UpdateReport(job.id, job.user_id, job.kind, "applied")
+        typed = decode(job)
+        if isinstance(typed, TurnJob):
+            self._turn(job, typed, report)
         else:
-            self._session(job, report)
+            self._session(job, typed, report)
         return report
 
     # ------------------------------------------------------------------ per turn
 
-    def _turn(self, job: UpdateJob, report: UpdateReport) -> None:
+    def _turn(self, job: QueuedJob, typed: TurnJob, report: UpdateReport) -> None:
         user_turn, answer = self.store.turns_by_ids(
-            job.user_id, [job.payload["user_turn"], job.payload["assistant_turn"]]
+            job.user_id, [typed.user_turn, typed.assistant_turn]
         )
         candidates = self._candidates(job.user_id, user_turn, answer)
         if self.protocol is Protocol.JSON:
@@ -93,15 +96,8 @@ class UpdatePhase:
         else:
             reading, proposals = self._turn_tags(job.user_id, user_turn, answer, candidates, report)
         plan = self._plan_semantic(job.user_id, proposals, candidates, user_turn)
-        applied = self.store.apply(
-            job.user_id,
-            plan.ops,
-            actor="agent",
-            reading=reading,
-            reading_turn_id=user_turn.id,
-            reading_time=user_turn.time,
-            finish_job=job.id,
-        )
+        turn_reading = TurnReading(reading, user_turn.id, user_turn.time)
+        applied = finish(self.store, job, plan.ops, turn_reading)
         report.changes = _with_ids(plan.changes, applied)
         report.reading = reading.to_dict()
         report.personality = self.store.personality(job.user_id).traits.to_dict()
@@ -113,7 +109,7 @@ class UpdatePhase:
         return self.store.search(user_id, query, types=["semantic"], k=CANDIDATES)
 
     def _exchange_message(self, head: str, user_turn: Turn, answer: Turn) -> PartsBuilder:
-        builder = PartsBuilder().text(head)
+        builder = PartsBuilder(self.store.blobs).text(head)
         images = {ref.id: ref for ref in self.store.images(user_turn.image_ids)}
         render_turns(builder, [user_turn, answer], images)
         return builder
@@ -149,7 +145,7 @@ class UpdatePhase:
         # then one semantic candidate for the latest exchange.
         recent = self.store.turns(user_id, session_id=user_turn.session_id, end=answer.time)
         images = {ref.id: ref for ref in self.store.images(_image_ids(recent))}
-        builder = PartsBuilder().text("## Conversation\n")
+        builder = PartsBuilder(self.store.blobs).text("## Conversation\n")
         render_turns(builder, recent[-20:], images)
         reading, _ = call_parsed(
             self.model,
@@ -242,11 +238,10 @@ class UpdatePhase:
 
     # ------------------------------------------------------------------ session close
 
-    def _session(self, job: UpdateJob, report: UpdateReport) -> None:
-        assert job.session_id is not None
-        turns = self.store.turns(job.user_id, session_id=job.session_id, limit=100_000)
+    def _session(self, job: QueuedJob, typed: SessionJob, report: UpdateReport) -> None:
+        turns = self.store.turns(job.user_id, session_id=typed.session_id, limit=100_000)
         if not turns:  # the user deleted the turns since; nothing to summarise
-            self.store.finish_job(job.id)
+            finish(self.store, job, [])
             return
         exchanges = _exchanges(turns)
         session = self._session_message(exchanges)
@@ -264,13 +259,13 @@ class UpdatePhase:
             keyed_ops, keyed_changes = _keyed_ops(kind, entries, current, source, end)
             ops += keyed_ops
             changes += keyed_changes
-        applied = self.store.apply(job.user_id, ops, actor="agent", finish_job=job.id)
+        applied = finish(self.store, job, ops)
         report.changes = _with_ids(changes, applied) + dropped
 
     def _session_message(self, exchanges: Sequence[Sequence[Turn]]) -> PartsBuilder:
         ids = [i for pair in exchanges for t in pair for i in t.image_ids]
         images = {ref.id: ref for ref in self.store.images(ids)}
-        builder = PartsBuilder().text("## Session\n")
+        builder = PartsBuilder(self.store.blobs).text("## Session\n")
         for index, pair in enumerate(exchanges):
             builder.text(f"[{index}] ")
             render_turns(builder, pair, images)
@@ -306,7 +301,7 @@ class UpdatePhase:
             f"## Current core memory\n{render_core(core)}\n\n"
             f"## Current procedural memory\n{render_core(procedural)}\n\n"
         )
-        user = _prefixed(memory, session)
+        user = _prefixed(memory, session, self.store.blobs)
         if self.protocol is Protocol.JSON:
             result, _ = call_parsed(
                 self.model,
@@ -346,8 +341,8 @@ def _render_candidates(candidates: Sequence[Hit]) -> str:
     )
 
 
-def _prefixed(text: str, session: PartsBuilder) -> Message:
-    return PartsBuilder().text(text).extend(session.message("user")).message("user")
+def _prefixed(text: str, session: PartsBuilder, blobs: BlobStore) -> Message:
+    return PartsBuilder(blobs).text(text).extend(session.message("user")).message("user")
 
 
 def _norm(text: str) -> str:

@@ -67,7 +67,7 @@ class Worker:
         except Exception as exc:  # a bug must not lose the job either: record it, retry later
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
         self.store.fail_job(job, error)
-        return UpdateReport(job.id, job.user_id, job.kind.value, "failed", error=error)
+        return UpdateReport(job.id, job.user_id, job.kind, "failed", error=error)
 
     def drain(
         self, user_id: str | None = None, *, ignore_backoff: bool = False

@@ -23,12 +23,10 @@ from pathlib import Path
 from typing import Literal
 
 from personavlm.errors import ValidationError
+from personavlm.tasks import TASK_ASPECT
 from personavlm.timeutil import to_storage
 
 __all__ = [
-    "ALIGNMENT_TASK",
-    "ASPECTS",
-    "TASK_ASPECT",
     "Item",
     "aspect_of",
     "choice_letter",
@@ -36,26 +34,6 @@ __all__ = [
     "reference_letter",
     "robust_letter",
 ]
-
-# PAPER.md section 6: 7 aspects, 14 tasks.
-TASK_ASPECT: dict[str, str] = {
-    "Visual Detail Recall": "Memory",
-    "Semantic Information Recall": "Memory",
-    "Explicit Intent Inference": "Intent",
-    "Implicit Intent Recognition": "Intent",
-    "Latest Preference Recognition": "Preference",
-    "Interest Evolution Analysis": "Preference",
-    "Implicit Preference Recommendation": "Preference",
-    "Behavioral Pattern Recognition": "Behavior",
-    "Long-term Goal Tracking": "Behavior",
-    "Relationship Recognition": "Relationship",
-    "Relationship Dynamics Comprehension": "Relationship",
-    "Tiered Explanation Delivery": "Growth",
-    "Generalizing to New Scenarios": "Growth",
-    "Personality Alignment": "Alignment",
-}
-ASPECTS: tuple[str, ...] = tuple(dict.fromkeys(TASK_ASPECT.values()))
-ALIGNMENT_TASK = "Personality Alignment"
 
 ALIGNMENT_QUESTION = (
     "Does this reply fit my personality, judging by what you know about me? Answer yes or no."

@@ -207,7 +207,7 @@ class FullContextReader:
         return kept, used
 
     def _piece(self, turn: Turn) -> _Piece:
-        builder = PartsBuilder()
+        builder = PartsBuilder(self.store.blobs)
         images = {ref.id: ref for ref in self.store.images(list(turn.image_ids))}
         render_turns(builder, [turn], images)
         parts = builder.message("user").parts
@@ -218,7 +218,7 @@ class FullContextReader:
         return _Piece(parts, tokens)
 
     def _messages(self, kept: Sequence[_Piece], question: str, item: Item) -> list[Message]:
-        builder = PartsBuilder()
+        builder = PartsBuilder(self.store.blobs)
         builder.text("## Conversation history\n")
         if not kept:
             builder.text("(none)\n")

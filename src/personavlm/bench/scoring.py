@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from personavlm.bench.mcq import ASPECTS
+from personavlm.tasks import ASPECTS
 
 __all__ = ["PARSERS", "expected_random", "markdown_table", "summarize"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from personavlm.agent import Protocol
+from personavlm.agent.protocol import Protocol
 from personavlm.cli import (
     bench_cmd,
     chat_cmd,
@@ -29,8 +29,6 @@ from personavlm.cli.common import (
     progress_bar,
 )
 from personavlm.errors import ValidationError
-from personavlm.interop import load_history
-from personavlm.memory.ingest import ingest_file
 from personavlm.settings import model_spec
 
 __all__ = ["app", "main"]
@@ -113,6 +111,8 @@ def ingest(
     Example: personavlm ingest --user ann chats.jsonl
     (or: personavlm ingest --format persona-mme --user u017 u017.json --model openai:m@URL)
     """
+    from personavlm.memory.ingest import ingest_file
+
     with fail_on_errors():
         if (file is None) == (not sample):
             raise ValidationError("give either a FILE or --sample")
@@ -149,6 +149,8 @@ def _ingest_history(
     embedder: str | None,
     as_json: bool,
 ) -> None:
+    from personavlm.interop import load_history
+
     spec = model_spec(model)
     history = load_history(path, image_dir=images)  # checked whole before anything is written
     with (

@@ -6,23 +6,28 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from personavlm import embed
-from personavlm.agent import Protocol
-from personavlm.bench.harness import UserPlan
-from personavlm.bench.retrieval import DEFAULT_KS, load_dataset, run_benchmark
-from personavlm.bench.runs import RunConfig, execute
+from personavlm.agent.protocol import Protocol
 from personavlm.cli.chat_cmd import ModelOption, ProtocolOption, load_model
 from personavlm.cli.common import EmbedderOption, JsonOption, emit, fail_on_errors, progress_bar
 from personavlm.errors import ValidationError
-from personavlm.memory.store import MemoryStore
-from personavlm.models import ChatModel
 from personavlm.settings import embedder_name, model_spec
 
-__all__ = ["app"]
+if TYPE_CHECKING:
+    # The harnesses run on the store and the agent (numpy, httpx): each command imports what
+    # it runs, so that `personavlm --help` loads none of it.
+    from personavlm.bench.harness import UserPlan
+    from personavlm.bench.runs import RunConfig
+    from personavlm.models import ChatModel
+
+__all__ = ["DEFAULT_K_TEXT", "app"]
+
+# bench.retrieval.DEFAULT_KS as the --k default. Written out rather than imported because
+# bench.retrieval loads the store; tests/test_bench_retrieval.py keeps the two equal.
+DEFAULT_K_TEXT = "1,5,10,20"
 
 app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 
@@ -30,7 +35,7 @@ app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 @app.command()
 def retrieval(
     data: Path = typer.Option(..., "--data", help="Benchmark JSON (docs/retrieval-benchmark.md)."),
-    k: str = typer.Option(",".join(map(str, DEFAULT_KS)), "--k", help="Comma-separated k values."),
+    k: str = typer.Option(DEFAULT_K_TEXT, "--k", help="Comma-separated k values."),
     keep_db: Path | None = typer.Option(
         None,
         "--keep-db",
@@ -47,6 +52,10 @@ def retrieval(
 
     Example: personavlm bench retrieval --data tests/data/retrieval_small.json --k 1,5,10
     """
+    from personavlm import embed
+    from personavlm.bench.retrieval import load_dataset, run_benchmark
+    from personavlm.memory.store import MemoryStore
+
     with fail_on_errors():
         ks = _ks(k)
         dataset = load_dataset(data)
@@ -262,6 +271,8 @@ def _config(
     seed: int,
     embedder: str | None,
 ) -> RunConfig:
+    from personavlm.bench.runs import RunConfig
+
     # RunConfig checks the mode; an unknown one asks for no model, so it fails there first.
     needs_model = mode in ("rag", "full-context")
     return RunConfig(
@@ -288,6 +299,9 @@ def _run(
     *,
     as_json: bool,
 ) -> dict[str, Any]:
+    from personavlm import embed
+    from personavlm.bench.runs import execute
+
     items = sum(len(p.items) for p in plans)
     with (
         _opened_model(config.model) as model,

@@ -20,22 +20,11 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from personavlm import models
-from personavlm.agent import (
-    AgentConfig,
-    Assistant,
-    FailureStep,
-    Protocol,
-    Response,
-    RetrieveStep,
-    ThinkStep,
-    Trace,
-    UpdateReport,
-)
+from personavlm.agent.protocol import Protocol
 from personavlm.cli.common import (
     DbOption,
     EmbedderOption,
@@ -53,13 +42,17 @@ from personavlm.errors import (
     StoreError,
     ValidationError,
 )
-from personavlm.interop import History
-from personavlm.interop.replay import replay_history
-from personavlm.memory.jobs import QueueStatus
-from personavlm.memory.store import MemoryStore
-from personavlm.models import ChatModel
 from personavlm.settings import api_key, model_spec
 from personavlm.timeutil import display_time, parse_time
+
+if TYPE_CHECKING:
+    # At run time the agent, the store and the models are imported inside the functions that
+    # use them: `personavlm --help` builds these commands and must not load numpy or httpx.
+    from personavlm.agent import AgentConfig, Assistant, Response, Trace, UpdateReport
+    from personavlm.interop import History
+    from personavlm.memory.queue import QueueStatus
+    from personavlm.memory.store import MemoryStore
+    from personavlm.models import ChatModel
 
 __all__ = [
     "ChatInput",
@@ -105,6 +98,8 @@ _COMMANDS = "/image PATH, /time YYYY-MM-DD HH:MM, /close, /quit (a line starting
 
 def load_model(spec: str) -> ChatModel:
     """The model a spec names; openai: specs get the API key from the environment."""
+    from personavlm import models
+
     options = {"api_key": api_key()} if spec.startswith("openai:") else {}
     return models.load(spec, **options)
 
@@ -112,6 +107,8 @@ def load_model(spec: str) -> ChatModel:
 @contextmanager
 def running_assistant(store: MemoryStore, spec: str, config: AgentConfig) -> Iterator[Assistant]:
     """An Assistant over `store`; its worker thread and the model are closed on exit."""
+    from personavlm.agent import Assistant
+
     model = load_model(spec)
     try:
         with Assistant(store, model, config) as assistant:
@@ -224,6 +221,8 @@ def _label(text: str, color: str) -> str:
 
 def render_steps(trace: Trace) -> list[str]:
     """Think, retrieve and failure steps as lines (the answer is shown apart)."""
+    from personavlm.agent import FailureStep, RetrieveStep, ThinkStep
+
     lines: list[str] = []
     for step in trace.steps:
         if isinstance(step, ThinkStep):
@@ -408,6 +407,8 @@ def chat(
 
     Example: personavlm chat --user ann --model openai:qwen2.5-vl-7b@http://127.0.0.1:8000/v1
     """
+    from personavlm.agent import AgentConfig
+
     with fail_on_errors():
         background = update is not UpdateChoice.INLINE
         config = AgentConfig(protocol=protocol, max_retrievals=max_retrievals, update=update.value)
@@ -493,6 +494,8 @@ def worker(
 
     Example: personavlm worker --once --model openai:qwen2.5-vl-7b@http://127.0.0.1:8000/v1
     """
+    from personavlm.agent import AgentConfig
+
     with fail_on_errors():
         config = AgentConfig(protocol=protocol)
         spec = model_spec(model)
@@ -585,6 +588,9 @@ def ingest_persona_mme(
     progress: Callable[[int], None],
 ) -> dict[str, Any]:
     """Replay a loaded history with inline updates; the report as a dict."""
+    from personavlm.agent import AgentConfig
+    from personavlm.interop.replay import replay_history
+
     config = AgentConfig(protocol=protocol, update="inline")
     with running_assistant(store, spec, config) as assistant:
         tally = replay_history(assistant, user, history, progress=progress)

@@ -1,5 +1,11 @@
 """What every command shares: the --db/--embedder options, opening the store, output, and
-mapping library errors to exit codes (2 input, 3 configuration, 4 storage, 5 model)."""
+mapping library errors to exit codes (2 input, 3 configuration, 4 storage, 5 model).
+
+The command modules import only this, typer and foundations at the top: `personavlm --help`
+builds every command, and must not load the store, the encoders or the agent (numpy, torch,
+httpx). What a command needs to run it imports inside its function (tests/test_layers.py
+checks that importing the CLI loads neither numpy nor torch).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,15 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from personavlm import embed
 from personavlm.errors import ConfigError, InputError, ModelError, PersonaVLMError, StoreError
-from personavlm.memory.store import MemoryStore
 from personavlm.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from personavlm.memory.store import MemoryStore
 
 __all__ = [
     "DbOption",
@@ -63,6 +70,9 @@ def open_store(
     create: bool = False,
 ) -> Iterator[MemoryStore]:
     """Open the configured store; only commands that write new data pass create=True."""
+    from personavlm import embed
+    from personavlm.memory.store import MemoryStore
+
     resolved = settings(db, embedder)
     store = MemoryStore.open(
         resolved.location,

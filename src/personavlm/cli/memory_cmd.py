@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from personavlm.cli.common import (
@@ -13,8 +15,10 @@ from personavlm.cli.common import (
     open_store,
 )
 from personavlm.errors import ValidationError
-from personavlm.memory.records import Hit, Memory, MemoryEvent
 from personavlm.timeutil import to_storage
+
+if TYPE_CHECKING:
+    from personavlm.memory.records import Hit, Memory, MemoryEvent
 
 __all__ = ["app"]
 

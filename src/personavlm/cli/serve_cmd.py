@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from personavlm.agent import Protocol
+from personavlm.agent.protocol import Protocol
 from personavlm.cli.common import DbOption, EmbedderOption, fail_on_errors
 from personavlm.errors import ConfigError, MissingDependencyError
 from personavlm.settings import api_key, load_settings, model_spec

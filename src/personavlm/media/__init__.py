@@ -1,5 +1,5 @@
-"""Image storage: content-addressed blobs on disk."""
+"""Image storage: content-addressed blobs, the only way to picture bytes (a leaf package)."""
 
-from personavlm.media.blobs import BlobStore, sniff_mime
+from personavlm.media.blobs import BlobRef, BlobStore, sniff_mime
 
-__all__ = ["BlobStore", "sniff_mime"]
+__all__ = ["BlobRef", "BlobStore", "sniff_mime"]

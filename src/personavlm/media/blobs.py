@@ -1,8 +1,16 @@
-"""Content-addressed image blobs: `<root>/<sha256[:2]>/<sha256>`, written atomically.
+"""Content-addressed image blobs, the only way to picture bytes.
+
+A blob is named by the sha256 of its bytes and lives at `<root>/<sha256[:2]>/<sha256>`,
+written atomically. Database rows store the sha256 only, never a path: every reader and
+deleter (prompts, the image route, export, forgetting) comes through `BlobStore`, so the
+folder can move, or become an object store behind the same five verbs (put, read, open,
+delete, exists).
 
 A blob is written before the database row that names it, so a crash can leave an unnamed
 blob (harmless: same bytes, same name, the next ingest reuses it) but never a row naming a
-missing file.
+missing blob.
+
+This module is a leaf: it imports nothing of the memory engine.
 """
 
 from __future__ import annotations
@@ -11,19 +19,31 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from personavlm.errors import StoreError, ValidationError
-from personavlm.memory.records import ImageRef
+from personavlm.errors import NotFoundError, StoreError, ValidationError
 
-__all__ = ["MAX_IMAGE_BYTES", "BlobStore", "ImageSource", "image_bytes", "sniff_mime"]
+__all__ = [
+    "MAX_IMAGE_BYTES",
+    "BlobRef",
+    "BlobStore",
+    "ImageSource",
+    "image_bytes",
+    "is_blob_id",
+    "sniff_mime",
+]
 
 # An image as callers hand it over: a file path, the encoded bytes, or a data URL
 # (`data:image/png;base64,...`, what OpenAI-style clients send).
 ImageSource = Path | str | bytes
 
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -32,6 +52,20 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"GIF89a", "image/gif"),
     (b"BM", "image/bmp"),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRef:
+    """A stored (or checked) image: its sha256, type and size in bytes."""
+
+    id: str
+    mime: str
+    size: int
+
+
+def is_blob_id(value: str) -> bool:
+    """Whether `value` has the shape of a blob id (64 lower-case hex digits)."""
+    return _SHA256.fullmatch(value) is not None
 
 
 def sniff_mime(data: bytes) -> str | None:
@@ -48,34 +82,68 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def path_for(self, digest: str) -> Path:
-        return self.root / digest[:2] / digest
-
-    def read_image(self, source: ImageSource) -> tuple[str, str, bytes]:
-        """Validate an image (path, bytes or data URL); returns (sha256, mime, bytes).
-        Writes nothing."""
+    def describe(self, source: ImageSource) -> tuple[BlobRef, bytes]:
+        """Validate an image (path, bytes or data URL) without writing it: its reference
+        and bytes."""
         data, label = image_bytes(source)
         mime = sniff_mime(data)
         if mime is None:
             raise ValidationError(
                 f"{label} is not a PNG, JPEG, GIF, WebP or BMP image (checked its first bytes)"
             )
-        return hashlib.sha256(data).hexdigest(), mime, data
+        return BlobRef(hashlib.sha256(data).hexdigest(), mime, len(data)), data
 
-    def put(self, digest: str, mime: str, data: bytes) -> ImageRef:
-        target = self.path_for(digest)
+    def put(self, source: ImageSource) -> BlobRef:
+        """Validate and store an image; storing the same bytes again writes nothing."""
+        ref, data = self.describe(source)
+        target = self._path(ref.id)
         if not target.exists():
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, target)
-            except OSError as exc:
-                raise StoreError(f"could not write image blob {target}: {exc}") from exc
-        return ImageRef(id=digest, mime=mime, size=len(data), path=str(target))
+            self._write(target, data)
+        return ref
+
+    def exists(self, blob_id: str) -> bool:
+        return self._path(blob_id).is_file()
+
+    def read(self, blob_id: str) -> bytes:
+        """The blob's bytes; NotFoundError names a blob that is not there."""
+        with self.open(blob_id) as handle:
+            return handle.read()
+
+    def open(self, blob_id: str) -> BinaryIO:
+        path = self._path(blob_id)
+        try:
+            return path.open("rb")
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"image blob {blob_id} is not in {self.root}") from exc
+        except OSError as exc:
+            raise StoreError(f"image blob {blob_id} cannot be read: {exc}") from exc
+
+    def delete(self, blob_id: str) -> bool:
+        """Remove a blob; False when it was already gone."""
+        try:
+            self._path(blob_id).unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StoreError(f"image blob {blob_id} could not be removed: {exc}") from exc
+        return True
+
+    def _path(self, blob_id: str) -> Path:
+        if not is_blob_id(blob_id):
+            raise ValidationError(f"{blob_id!r} is not an image id (64 lower-case hex digits)")
+        return self.root / blob_id[:2] / blob_id
+
+    def _write(self, target: Path, data: bytes) -> None:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise StoreError(f"could not write image blob {target}: {exc}") from exc
 
 
 def image_bytes(source: ImageSource) -> tuple[bytes, str]:

@@ -19,12 +19,11 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
 
 from personavlm.embed.base import Vectors
 from personavlm.memory.records import MemoryType
-from personavlm.timeutil import to_storage
+from personavlm.timeutil import TimeWindow
 
 __all__ = [
     "Conn",
@@ -79,8 +78,7 @@ class SearchFilter:
     """The hard filters both retrievers apply before ranking."""
 
     user_id: str
-    start: datetime | None
-    end: datetime | None
+    window: TimeWindow
     exclude: frozenset[int]
     depth: int
 
@@ -150,12 +148,9 @@ def hard_filters(where: SearchFilter) -> tuple[str, list[object]]:
     """The filters applied before any ranking: active, in the time window, not excluded."""
     sql = "m.status = 'active' AND m.user_id = ?"
     params: list[object] = [where.user_id]
-    if where.start is not None:
-        sql += " AND m.event_end >= ?"
-        params.append(to_storage(where.start))
-    if where.end is not None:
-        sql += " AND m.event_start <= ?"
-        params.append(to_storage(where.end))
+    clauses, bounds = where.window.sql("m.event_start", "m.event_end")
+    sql += clauses
+    params.extend(bounds)
     if where.exclude:
         excluded = sorted(where.exclude)
         sql += f" AND m.id NOT IN ({','.join('?' * len(excluded))})"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,19 +57,8 @@ def ingest_file(
     parsed = read_turns_file(path)
     # Images are content-addressed: hash them first, so the turns can be checked against the
     # log (ids, time order) before a single blob or row is written.
-    digests = [[store.blobs.read_image(image)[0] for image in images] for _, images in parsed]
-    turns = [
-        TurnInput.create(
-            time=fields["time"],
-            role=fields["role"],
-            text=fields["text"],
-            ext_id=fields["id"],
-            speaker=fields.get("speaker"),
-            caption=fields.get("caption"),
-            image_ids=tuple(ids),
-        )
-        for (fields, _), ids in zip(parsed, digests, strict=True)
-    ]
+    digests = [[store.blobs.describe(image)[0].id for image in images] for _, images in parsed]
+    turns = [_turn(fields, ids) for (fields, _), ids in zip(parsed, digests, strict=True)]
     pending = {t.ext_id for t in store.check_turns(user_id, turns)}
     for (fields, images), turn in zip(parsed, turns, strict=True):
         if turn.ext_id in pending:
@@ -108,15 +97,19 @@ def _parse_line(path: Path, number: int, line: bytes) -> ParsedTurn:
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         raise ValidationError(f"{where}: 'images' must be a list of file paths")
     try:  # validate every field now, so a bad line fails before any write
-        TurnInput.create(
-            time=fields["time"],
-            role=fields["role"],
-            text=fields["text"],
-            ext_id=fields["id"],
-            speaker=fields.get("speaker"),
-            caption=fields.get("caption"),
-            image_ids=tuple(images),
-        )
+        _turn(fields, images)
     except ValidationError as exc:
         raise ValidationError(f"{where}: {exc}") from exc
     return fields, [(path.parent / image) for image in images]
+
+
+def _turn(fields: dict[str, Any], image_ids: Sequence[str]) -> TurnInput:
+    return TurnInput.create(
+        time=fields["time"],
+        role=fields["role"],
+        text=fields["text"],
+        ext_id=fields["id"],
+        speaker=fields.get("speaker"),
+        caption=fields.get("caption"),
+        image_ids=tuple(image_ids),
+    )

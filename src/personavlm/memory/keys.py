@@ -18,17 +18,7 @@ from personavlm.errors import NotFoundError, ValidationError
 from personavlm.memory.engine import Conn
 from personavlm.timeutil import from_storage, to_storage, to_storage_or_none, utc_now
 
-__all__ = [
-    "KEY_PREFIX",
-    "ApiKey",
-    "authenticate",
-    "create",
-    "has_admin",
-    "listing",
-    "new_secret",
-    "register",
-    "revoke",
-]
+__all__ = ["KEY_PREFIX", "ApiKey", "KeyRepo", "new_secret"]
 
 KEY_PREFIX = "pvk_"
 _SHOWN = 12
@@ -64,72 +54,80 @@ def new_secret() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def create(conn: Conn, user_id: str | None, label: str) -> tuple[ApiKey, str]:
-    secret = new_secret()
-    return register(conn, secret, user_id, label), secret
+class KeyRepo:
+    """The api_keys table: keys stored as hashes, created, checked, listed, revoked."""
 
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
 
-def register(conn: Conn, secret: str, user_id: str | None, label: str) -> ApiKey:
-    """Store `secret`'s hash for `user_id` (None: admin); the existing record when it is
-    stored already for the same owner."""
-    _check_secret(secret)
-    if len(label) > 200:
-        raise ValidationError("a key label has at most 200 characters")
-    digest = _digest(secret)
-    row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE hash = ?", (digest,)).fetchone()
-    if row is not None:
-        found = _from_row(row)
-        if found.user_id != user_id or found.revoked_at is not None:
-            raise ValidationError(
-                "this key is already registered for another owner or was revoked; "
-                "generate a new one"
+    def create(self, user_id: str | None, label: str) -> tuple[ApiKey, str]:
+        secret = new_secret()
+        return self.register(secret, user_id, label), secret
+
+    def register(self, secret: str, user_id: str | None, label: str) -> ApiKey:
+        """Store `secret`'s hash for `user_id` (None: admin); the existing record when it is
+        stored already for the same owner."""
+        conn = self._conn
+        _check_secret(secret)
+        if len(label) > 200:
+            raise ValidationError("a key label has at most 200 characters")
+        digest = _digest(secret)
+        row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE hash = ?", (digest,)).fetchone()
+        if row is not None:
+            found = _from_row(row)
+            if found.user_id != user_id or found.revoked_at is not None:
+                raise ValidationError(
+                    "this key is already registered for another owner or was revoked; "
+                    "generate a new one"
+                )
+            return found
+        row = conn.execute(
+            "INSERT INTO api_keys(hash, user_id, label, prefix, created_at) VALUES (?, ?, ?, ?, ?) "
+            f"RETURNING {_COLUMNS}",
+            (digest, user_id, label, secret[:_SHOWN], to_storage(utc_now())),
+        ).fetchone()
+        return _from_row(row)
+
+    def authenticate(self, secret: str) -> ApiKey | None:
+        """The live key with this secret; None for an unknown or revoked one."""
+        conn = self._conn
+        if not secret:
+            return None
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
+            (_digest(secret),),
+        ).fetchone()
+        return None if row is None else _from_row(row)
+
+    def listing(self, user_id: str | None) -> list[ApiKey]:
+        conn = self._conn
+        if user_id is None:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM api_keys WHERE user_id IS NULL ORDER BY id"
             )
-        return found
-    row = conn.execute(
-        "INSERT INTO api_keys(hash, user_id, label, prefix, created_at) VALUES (?, ?, ?, ?, ?) "
-        f"RETURNING {_COLUMNS}",
-        (digest, user_id, label, secret[:_SHOWN], to_storage(utc_now())),
-    ).fetchone()
-    return _from_row(row)
+        else:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM api_keys WHERE user_id = ? ORDER BY id", (user_id,)
+            )
+        return [_from_row(row) for row in rows]
 
+    def revoke(self, key_id: int) -> ApiKey:
+        conn = self._conn
+        row = conn.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL "
+            f"RETURNING {_COLUMNS}",
+            (to_storage(utc_now()), key_id),
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no live API key {key_id}")
+        return _from_row(row)
 
-def authenticate(conn: Conn, secret: str) -> ApiKey | None:
-    """The live key with this secret; None for an unknown or revoked one."""
-    if not secret:
-        return None
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
-        (_digest(secret),),
-    ).fetchone()
-    return None if row is None else _from_row(row)
-
-
-def listing(conn: Conn, user_id: str | None) -> list[ApiKey]:
-    if user_id is None:
-        rows = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE user_id IS NULL ORDER BY id")
-    else:
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM api_keys WHERE user_id = ? ORDER BY id", (user_id,)
-        )
-    return [_from_row(row) for row in rows]
-
-
-def revoke(conn: Conn, key_id: int) -> ApiKey:
-    row = conn.execute(
-        "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL "
-        f"RETURNING {_COLUMNS}",
-        (to_storage(utc_now()), key_id),
-    ).fetchone()
-    if row is None:
-        raise NotFoundError(f"no live API key {key_id}")
-    return _from_row(row)
-
-
-def has_admin(conn: Conn) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM api_keys WHERE user_id IS NULL AND revoked_at IS NULL LIMIT 1"
-    ).fetchone()
-    return row is not None
+    def has_admin(self) -> bool:
+        conn = self._conn
+        row = conn.execute(
+            "SELECT 1 FROM api_keys WHERE user_id IS NULL AND revoked_at IS NULL LIMIT 1"
+        ).fetchone()
+        return row is not None
 
 
 def _check_secret(secret: str) -> None:

@@ -18,7 +18,7 @@ from personavlm.memory.engine import Conn
 from personavlm.personality import PersonalityState, Reading, SkipRule, Traits, update
 from personavlm.timeutil import from_storage, to_storage, utc_now
 
-__all__ = ["ReadingRecord", "current", "readings", "record", "record_once"]
+__all__ = ["PersonalityRepo", "ReadingRecord"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,88 +42,84 @@ class ReadingRecord:
         }
 
 
-def current(conn: Conn, user_id: str) -> PersonalityState:
-    row = conn.execute(
-        "SELECT traits, step FROM personality_state WHERE user_id = ?", (user_id,)
-    ).fetchone()
-    if row is None:
-        return PersonalityState.initial()
-    return PersonalityState(Traits.from_mapping(json.loads(row[0])), row[1])
+class PersonalityRepo:
+    """The personality_state and personality_readings tables of one transaction."""
 
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
 
-def record(
-    conn: Conn,
-    user_id: str,
-    reading: Reading,
-    turn_id: int | None,
-    time: datetime,
-    skip_rule: SkipRule | str | None,
-) -> PersonalityState:
-    rule = _rule_for(conn, user_id, skip_rule)
-    if turn_id is not None:
-        _check_turn(conn, user_id, turn_id)
-    before = current(conn, user_id)
-    after = update(before, reading, skip_rule=rule)
-    traits = json.dumps(after.traits.to_dict())
-    conn.execute(
-        "INSERT INTO personality_readings(user_id, turn_id, time, reading, absorbed, "
-        "traits_after, step_after) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            user_id,
-            turn_id,
-            to_storage(time),
-            json.dumps(reading.to_dict()),
-            int(after.step > before.step),
-            traits,
-            after.step,
-        ),
-    )
-    conn.execute(
-        "INSERT INTO personality_state(user_id, traits, step, skip_rule, updated_at) "
-        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE SET traits = excluded.traits, "
-        "step = excluded.step, updated_at = excluded.updated_at",
-        (user_id, traits, after.step, rule.value, to_storage(utc_now())),
-    )
-    return after
+    def current(self, user_id: str) -> PersonalityState:
+        conn = self._conn
+        row = conn.execute(
+            "SELECT traits, step FROM personality_state WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        if row is None:
+            return PersonalityState.initial()
+        return PersonalityState(Traits.from_mapping(json.loads(row[0])), row[1])
 
+    def record(
+        self,
+        user_id: str,
+        reading: Reading,
+        turn_id: int | None,
+        time: datetime,
+        skip_rule: SkipRule | str | None,
+    ) -> PersonalityState:
+        conn = self._conn
+        rule = _rule_for(conn, user_id, skip_rule)
+        if turn_id is not None:
+            _check_turn(conn, user_id, turn_id)
+        before = self.current(user_id)
+        after = update(before, reading, skip_rule=rule)
+        traits = json.dumps(after.traits.to_dict())
+        conn.execute(
+            "INSERT INTO personality_readings(user_id, turn_id, time, reading, absorbed, "
+            "traits_after, step_after) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                user_id,
+                turn_id,
+                to_storage(time),
+                json.dumps(reading.to_dict()),
+                int(after.step > before.step),
+                traits,
+                after.step,
+            ),
+        )
+        conn.execute(
+            "INSERT INTO personality_state(user_id, traits, step, skip_rule, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE SET traits = excluded.traits, "
+            "step = excluded.step, updated_at = excluded.updated_at",
+            (user_id, traits, after.step, rule.value, to_storage(utc_now())),
+        )
+        return after
 
-def record_once(
-    conn: Conn,
-    user_id: str,
-    reading: Reading,
-    turn_id: int | None,
-    time: datetime,
-    skip_rule: SkipRule | str | None,
-) -> PersonalityState:
-    """`record`, unless a reading for `turn_id` is stored already (an update job that ran
-    twice after a crash must not absorb the same turn twice)."""
-    if turn_id is not None:
-        found = conn.execute(
+    def has_reading_for(self, user_id: str, turn_id: int) -> bool:
+        """Whether a reading of this turn is stored (an update job that ran twice after a
+        crash must not absorb the same turn twice)."""
+        found = self._conn.execute(
             "SELECT 1 FROM personality_readings WHERE user_id = ? AND turn_id = ?",
             (user_id, turn_id),
         ).fetchone()
-        if found is not None:
-            return current(conn, user_id)
-    return record(conn, user_id, reading, turn_id, time, skip_rule)
+        return found is not None
 
-
-def readings(conn: Conn, user_id: str) -> list[ReadingRecord]:
-    rows = conn.execute(
-        "SELECT id, turn_id, time, reading, absorbed, traits_after, step_after "
-        "FROM personality_readings WHERE user_id = ? ORDER BY id",
-        (user_id,),
-    )
-    return [
-        ReadingRecord(
-            id=row[0],
-            turn_id=row[1],
-            time=from_storage(row[2]),
-            reading=Reading.from_mapping(json.loads(row[3])),
-            absorbed=bool(row[4]),
-            state_after=PersonalityState(Traits.from_mapping(json.loads(row[5])), row[6]),
+    def readings(self, user_id: str) -> list[ReadingRecord]:
+        conn = self._conn
+        rows = conn.execute(
+            "SELECT id, turn_id, time, reading, absorbed, traits_after, step_after "
+            "FROM personality_readings WHERE user_id = ? ORDER BY id",
+            (user_id,),
         )
-        for row in rows
-    ]
+        return [
+            ReadingRecord(
+                id=row[0],
+                turn_id=row[1],
+                time=from_storage(row[2]),
+                reading=Reading.from_mapping(json.loads(row[3])),
+                absorbed=bool(row[4]),
+                state_after=PersonalityState(Traits.from_mapping(json.loads(row[5])), row[6]),
+            )
+            for row in rows
+        ]
 
 
 def _rule_for(conn: Conn, user_id: str, asked: SkipRule | str | None) -> SkipRule:

@@ -71,8 +71,7 @@ class ImageRef:
     id: str  # sha256 of the bytes
     mime: str
     size: int
-    path: str  # absolute path of the blob
-    caption: str | None = None
+    caption: str | None = None  # the bytes: MemoryStore.blobs.read(id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +188,7 @@ class Hit:
             "memory": self.memory.to_dict(),
             "turns": [t.to_dict() for t in self.turns],
             "images": [
-                {"id": i.id, "mime": i.mime, "size": i.size, "path": i.path, "caption": i.caption}
+                {"id": i.id, "mime": i.mime, "size": i.size, "caption": i.caption}
                 for i in self.images
             ],
         }

@@ -1,150 +1,29 @@
-"""The SQLite schema, its version, and the migrations between versions.
+"""The SQLite schema's history: the frozen SQL of old versions and the migrations.
 
-`SCHEMA_VERSION` is the version this code writes. A database records its version in
-`meta.schema_version`; opening one runs every migration from its version up, in one
-transaction, and refuses a database newer than this code. Each migration is the SQL that takes
-version N-1 to N; version 1 is the whole schema below. tests/data/schema/ keeps a dump of a
-database of every released version, and a test opens each one.
+The current schema is memory/ddl.py, rendered for SQLite: a new database is created from it
+straight at SCHEMA_VERSION. A database records its version in `meta.schema_version`; opening
+an older one runs every migration from its version up, in one transaction (a failure leaves
+it as it was), and a database newer than this code is refused. `MIGRATIONS[v]` takes version
+v to v + 1. The SQL of versions 1 to 3 below is frozen history: it is what databases of those
+versions were made with, so it is never edited. tests/data/schema/ keeps a dump of a database
+of every released version, and the tests migrate each one and compare it with a new database.
 
-Times are 'YYYY-MM-DD HH:MM:SS' text (personavlm.timeutil). Lists (keywords, image ids,
-source turn ids) are JSON arrays. Memory rows never change their content: an update writes a
-new row that `supersedes` the old one, so only `status` and `valid_to` of a row ever move.
+Version 4 changed constraints SQLite's ALTER TABLE cannot change, so 3 -> 4 rebuilds tables
+(`rebuild_table`), which only works with foreign keys off: the engine opens the migration's
+transaction with them off (memory/sqlite.py), and `migrate` checks every foreign key before
+the commit.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from personavlm.errors import SchemaVersionError
+from personavlm.errors import StoreError
+from personavlm.memory import ddl
+from personavlm.memory.ddl import SCHEMA_VERSION
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
-
-_V1 = """
-CREATE TABLE meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-
-CREATE TABLE users (
-    id          TEXT PRIMARY KEY,
-    created_at  TEXT NOT NULL,
-    settings    TEXT NOT NULL DEFAULT '{}'
-);
-
-CREATE TABLE sessions (
-    id          INTEGER PRIMARY KEY,
-    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    start_time  TEXT NOT NULL,
-    end_time    TEXT NOT NULL
-);
-CREATE INDEX sessions_user ON sessions(user_id, start_time);
-
-CREATE TABLE turns (
-    id          INTEGER PRIMARY KEY,
-    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    ext_id      TEXT,
-    session_id  INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    time        TEXT NOT NULL,
-    role        TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
-    speaker     TEXT,
-    text        TEXT NOT NULL,
-    caption     TEXT,
-    image_ids   TEXT NOT NULL DEFAULT '[]',
-    created_at  TEXT NOT NULL,
-    UNIQUE (user_id, ext_id)
-);
-CREATE INDEX turns_user_time ON turns(user_id, time);
-
-CREATE TABLE images (
-    id          TEXT PRIMARY KEY,
-    mime        TEXT NOT NULL,
-    size        INTEGER NOT NULL,
-    path        TEXT NOT NULL,
-    caption     TEXT,
-    created_at  TEXT NOT NULL
-);
-
-CREATE TABLE memories (
-    id              INTEGER PRIMARY KEY,
-    user_id         TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    type            TEXT NOT NULL
-                    CHECK (type IN ('core', 'semantic', 'episodic', 'procedural')),
-    key             TEXT,
-    content         TEXT NOT NULL,
-    keywords        TEXT NOT NULL DEFAULT '[]',
-    image_ids       TEXT NOT NULL DEFAULT '[]',
-    source_turn_ids TEXT NOT NULL DEFAULT '[]',
-    event_start     TEXT NOT NULL,
-    event_end       TEXT NOT NULL,
-    valid_from      TEXT NOT NULL,
-    valid_to        TEXT,
-    status          TEXT NOT NULL
-                    CHECK (status IN ('active', 'superseded', 'invalidated', 'deleted')),
-    version         INTEGER NOT NULL DEFAULT 1,
-    supersedes      INTEGER REFERENCES memories(id),
-    created_at      TEXT NOT NULL,
-    CHECK ((type IN ('core', 'procedural')) = (key IS NOT NULL))
-);
-CREATE INDEX memories_user_type ON memories(user_id, type, status);
-CREATE INDEX memories_supersedes ON memories(supersedes);
--- one active record per key for core and procedural memory
-CREATE UNIQUE INDEX memories_active_key ON memories(user_id, type, key)
-    WHERE status = 'active' AND key IS NOT NULL;
-
--- `tags` holds one token for the user and one for the type, so a MATCH can be narrowed to one
--- user's memories of one type inside the index instead of scoring every user's rows.
-CREATE VIRTUAL TABLE memory_fts USING fts5(
-    tags, text, tokenize = 'porter unicode61 remove_diacritics 2'
-);
-
-CREATE TABLE memory_vectors (
-    memory_id   INTEGER PRIMARY KEY REFERENCES memories(id) ON DELETE CASCADE,
-    vector      BLOB NOT NULL
-);
-
-CREATE TABLE memory_events (
-    id          INTEGER PRIMARY KEY,
-    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    op          TEXT NOT NULL,
-    actor       TEXT NOT NULL,
-    time        TEXT NOT NULL,
-    turn_id     INTEGER REFERENCES turns(id),
-    undoes      INTEGER REFERENCES memory_events(id)
-);
-CREATE INDEX memory_events_user ON memory_events(user_id, id);
-
--- before/after are JSON snapshots of the memory row (NULL: did not exist), each carrying
--- its snapshot format version under "v".
-CREATE TABLE memory_event_changes (
-    event_id    INTEGER NOT NULL REFERENCES memory_events(id) ON DELETE CASCADE,
-    memory_id   INTEGER NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
-    before      TEXT,
-    after       TEXT,
-    PRIMARY KEY (event_id, memory_id)
-);
-CREATE INDEX memory_event_changes_memory ON memory_event_changes(memory_id, event_id);
-
-CREATE TABLE personality_state (
-    user_id     TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
-    traits      TEXT NOT NULL,
-    step        INTEGER NOT NULL,
-    skip_rule   TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
-);
-
-CREATE TABLE personality_readings (
-    id          INTEGER PRIMARY KEY,
-    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    turn_id     INTEGER REFERENCES turns(id),
-    time        TEXT NOT NULL,
-    reading     TEXT NOT NULL,
-    absorbed    INTEGER NOT NULL,
-    traits_after TEXT NOT NULL,
-    step_after  INTEGER NOT NULL
-);
-CREATE INDEX personality_readings_user ON personality_readings(user_id, id);
-"""
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "rebuild_table"]
 
 # Version 2: the agent's durable update queue. An update job is written in the same
 # transaction as the turns it is about, so a crash between answering and updating loses
@@ -210,9 +89,85 @@ def _split_statements(sql: str) -> list[str]:
     return statements
 
 
-# MIGRATIONS[i] takes a database from version i to version i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_script(_V1), _script(_V2), _script(_V3))
-SCHEMA_VERSION = len(MIGRATIONS)
+# Version 4: one schema description for both engines (memory/ddl.py). On SQLite that meant
+# AUTOINCREMENT keys, PostgreSQL's ON DELETE CASCADEs, memories_user_time, images without
+# `path` and a generic update queue: every table below changed and is rebuilt.
+_REBUILT_IN_V4 = (
+    "sessions",
+    "turns",
+    "images",
+    "memories",
+    "memory_events",
+    "personality_readings",
+    "update_jobs",
+    "api_keys",
+)
+# A session job's uniqueness (update_jobs_session) becomes its dedupe key.
+_V4_COMPUTED = {
+    "update_jobs": {"dedupe_key": "CASE WHEN kind = 'session' THEN 'session:' || session_id END"}
+}
+
+
+def _to_v4(conn: sqlite3.Connection) -> None:
+    # ddl.py describes version 4 while SCHEMA_VERSION is 4; a later version that changes one
+    # of these tables must first freeze its version-4 definition here.
+    for name in _REBUILT_IN_V4:
+        rebuild_table(conn, ddl.table(name, "sqlite"), computed=_V4_COMPUTED.get(name, {}))
+
+
+# MIGRATIONS[v] takes a database from version v to v + 1; a new database needs none of them.
+MIGRATIONS: dict[int, Migration] = {1: _script(_V2), 2: _script(_V3), 3: _to_v4}
+
+
+def rebuild_table(
+    conn: sqlite3.Connection, table: ddl.Table, *, computed: Mapping[str, str] | None = None
+) -> None:
+    """Rebuild `table` to its definition in ddl.py, keeping its rows, ids and id sequence.
+
+    SQLite's procedure for changes ALTER TABLE cannot make (sqlite.org/lang_altertable.html,
+    "other kinds of table schema changes"): create the new table under another name, copy
+    the columns both have (`computed`: SQL expressions over the old row for new columns),
+    drop the old table (its indexes go with it), give the new one the old name, create the
+    indexes. Other tables' foreign keys name the table, not its storage, so they hold again
+    once it is renamed. Runs inside the caller's transaction, with foreign keys off.
+    """
+    # With foreign keys on, DROP TABLE would first delete the rows of every child table
+    # through ON DELETE CASCADE.
+    if conn.execute("PRAGMA foreign_keys").fetchone()[0]:
+        raise StoreError(f"rebuilding {table.name} needs foreign keys off (PRAGMA foreign_keys)")
+    computed = computed or {}
+    old = {row[1] for row in conn.execute(f'PRAGMA table_info("{table.name}")')}
+    names = [c.name for c in table.columns if c.name in old or c.name in computed]
+    targets = ", ".join(f'"{name}"' for name in names)
+    sources = ", ".join(computed.get(name, f'"{name}"') for name in names)
+    staging = f"{table.name}_rebuild"
+    sequence = _sequence(conn, table.name)
+    conn.execute(ddl.create_table(table, "sqlite", name=staging))
+    conn.execute(f'INSERT INTO "{staging}" ({targets}) SELECT {sources} FROM "{table.name}"')
+    conn.execute(f'DROP TABLE "{table.name}"')
+    conn.execute(f'ALTER TABLE "{staging}" RENAME TO "{table.name}"')
+    for statement in ddl.create_indexes(table):
+        conn.execute(statement)
+    # Inserting the old ids set the sequence to their maximum; an AUTOINCREMENT table's own
+    # sequence can be higher (its last rows deleted) and went with DROP TABLE.
+    if sequence is not None and table.column(table.primary_key[0]).type == "id":
+        conn.execute(
+            "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (sequence, table.name)
+        )
+        if conn.execute("SELECT changes()").fetchone()[0] == 0:
+            conn.execute(
+                "INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", (table.name, sequence)
+            )
+
+
+def _sequence(conn: sqlite3.Connection, name: str) -> int | None:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'"
+    ).fetchone()
+    if not exists:
+        return None
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).fetchone()
+    return None if row is None else int(row[0])
 
 
 def current_version(conn: sqlite3.Connection) -> int:
@@ -226,19 +181,35 @@ def current_version(conn: sqlite3.Connection) -> int:
 
 
 def migrate(conn: sqlite3.Connection, *, location: str) -> int:
-    """Bring the database up to SCHEMA_VERSION inside the caller's write transaction."""
+    """Create the schema in an empty database, or bring it up to SCHEMA_VERSION, inside the
+    caller's write transaction; returns the version found (0: it was empty)."""
     version = current_version(conn)
-    if version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{location} has schema version {version}, but this personavlm understands up to "
-            f"{SCHEMA_VERSION}: upgrade personavlm (pip install -U personavlm)"
-        )
-    for index in range(version, SCHEMA_VERSION):
-        MIGRATIONS[index](conn)
-    if version < SCHEMA_VERSION:
-        conn.execute(
-            "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (str(SCHEMA_VERSION),),
-        )
+    ddl.bring_up(conn, found=version, location=location, dialect="sqlite", migrations=MIGRATIONS)
+    if 0 < version < SCHEMA_VERSION:
+        _check_foreign_keys(conn, location)
     return version
+    if version == 0:
+        for statement in ddl.render("sqlite"):
+            conn.execute(statement)
+    else:
+        for step in range(version, SCHEMA_VERSION):
+            MIGRATIONS[step](conn)
+    _check_foreign_keys(conn, location)
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (str(SCHEMA_VERSION),),
+    )
+    return version
+
+
+def _check_foreign_keys(conn: sqlite3.Connection, location: str) -> None:
+    # The migration ran with foreign keys off: a row it left without its parent would
+    # otherwise only show when a later write trips over it.
+    broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        shown = ", ".join(f"{row[0]} row {row[1]} -> {row[2]}" for row in broken[:5])
+        raise StoreError(
+            f"cannot migrate {location} to schema version {SCHEMA_VERSION}: "
+            f"{len(broken)} rows break a foreign key ({shown}); nothing was changed"
+        )

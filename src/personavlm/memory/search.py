@@ -1,7 +1,7 @@
 """Hybrid retrieval: a lexical and a dense retriever (the engine's indexes), fused.
 
 For each memory type asked for, both retrievers rank only the memories that pass the hard
-filters — active, of that type, event time overlapping [start, end], not excluded — so the
+filters — active, of that type, event time overlapping the TimeWindow, not excluded — so the
 time window restricts candidates before ranking, never after (the reference code computed the
 window and then did not apply it, PAPER.md section 4). The two ranked lists are fused by
 a weighted sum of their scores (BM25 scaled by the list's best score, cosine as is), 1 : 3 in
@@ -17,14 +17,17 @@ FTS5's BM25 and densely with an in-process matrix; PostgreSQL by ts_rank and pgv
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
 from enum import StrEnum
 
 from personavlm.embed.base import Vectors
+from personavlm.errors import ValidationError
 from personavlm.memory.engine import Conn, SearchFilter
-from personavlm.memory.records import MemoryType
+from personavlm.memory.records import DEFAULT_K, Hit, MemoryType
+from personavlm.memory.unit import Tx
+from personavlm.memory.validate import check_memory_type
+from personavlm.timeutil import TimeWindow
 
 __all__ = [
     "SHIPPED",
@@ -33,6 +36,8 @@ __all__ = [
     "Query",
     "Ranked",
     "RetrievalConfig",
+    "hydrate",
+    "plan",
     "query_terms",
     "retrieve",
 ]
@@ -82,8 +87,7 @@ class Query:
     text: str
     vector: Vectors | None  # None when the method needs no dense side
     plan: tuple[tuple[MemoryType, int], ...]  # (type, k) in the order hits are returned
-    start: datetime | None
-    end: datetime | None
+    window: TimeWindow
     exclude: frozenset[int]
     config: RetrievalConfig
 
@@ -96,7 +100,7 @@ def retrieve(conn: Conn, query: Query) -> list[Ranked]:
     """
     types = [memory_type for memory_type, _ in query.plan]
     method = query.config.method
-    where = SearchFilter(query.user_id, query.start, query.end, query.exclude, query.config.depth)
+    where = SearchFilter(query.user_id, query.window, query.exclude, query.config.depth)
     lexical = None
     if method in (Method.FUSED, Method.BM25):
         terms = query_terms(query.text)
@@ -119,6 +123,55 @@ def retrieve(conn: Conn, query: Query) -> list[Ranked]:
         else:
             ranked.extend(_fuse_ranks(lists, weights, query.config.rrf_k)[:k])
     return ranked
+
+
+def plan(
+    types: Iterable[MemoryType | str] | None, k: Mapping[MemoryType | str, int] | int | None
+) -> tuple[tuple[MemoryType, int], ...]:
+    """(type, k) per type searched: the paper's three types and k's unless asked otherwise."""
+    kinds = (
+        [MemoryType.SEMANTIC, MemoryType.EPISODIC, MemoryType.PROCEDURAL]
+        if types is None
+        else [check_memory_type(t) for t in types]
+    )
+    if isinstance(k, int):
+        per_type = {kind: k for kind in kinds}
+    else:
+        given = {check_memory_type(t): n for t, n in (k or {}).items()}
+        per_type = {kind: given.get(kind, DEFAULT_K[kind]) for kind in kinds}
+    for kind, n in per_type.items():
+        if not isinstance(n, int) or n < 1 or n > 1000:
+            raise ValidationError(f"k for {kind.value} must be an integer in 1..1000, got {n!r}")
+    return tuple(per_type.items())
+
+
+def hydrate(tx: Tx, user_id: str, ranked: list[Ranked]) -> list[Hit]:
+    """Hits with their memories, source turns and pictures, in ranked order."""
+    memories = {r.memory_id: tx.memories.get(user_id, r.memory_id) for r in ranked}
+    turn_ids = sorted({t for m in memories.values() for t in m.source_turn_ids})
+    turns = tx.turns.by_ids(turn_ids)
+    image_ids = sorted(
+        {i for m in memories.values() for i in m.image_ids}
+        | {i for t in turns.values() for i in t.image_ids}
+    )
+    images = tx.images.by_ids(image_ids)
+    hits = []
+    for r in ranked:
+        memory = memories[r.memory_id]
+        own_turns = tuple(turns[t] for t in memory.source_turn_ids)
+        own_images = dict.fromkeys(
+            [*memory.image_ids, *(i for t in own_turns for i in t.image_ids)]
+        )
+        hits.append(
+            Hit(
+                memory=memory,
+                score=r.score,
+                turns=own_turns,
+                images=tuple(images[i] for i in own_images),
+                ranks=r.ranks,
+            )
+        )
+    return hits
 
 
 def _fuse_ranks(

@@ -55,8 +55,20 @@ class SqliteEngine:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the folder for {path}: {exc}") from exc
-        with self.write() as conn:
-            schema.migrate(conn, location=str(path))
+        self._migrate()
+
+    def _migrate(self) -> None:
+        # A migration may rebuild tables, which needs foreign keys off, and SQLite ignores
+        # PRAGMA foreign_keys inside a transaction: so they are off around the migration's
+        # whole transaction (schema.migrate checks them before the commit) and on again for
+        # every later transaction on this connection.
+        conn = self.connection()
+        conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with self.write() as locked:
+                schema.migrate(locked, location=str(self.path))
+        finally:
+            conn.execute("PRAGMA foreign_keys = ON")
 
     @property
     def location(self) -> str:
@@ -179,7 +191,7 @@ class SqliteEngine:
         self, conn: Any, vector: Vectors, types: list[MemoryType], where: SearchFilter
     ) -> Scored:
         cached, cosines = self.vectors.scores(conn, where.user_id, vector)
-        window = self.vectors.window_mask(cached, where.start, where.end, where.exclude)
+        window = self.vectors.window_mask(cached, where.window, where.exclude)
         found: Scored = {}
         for memory_type in types:
             candidates = np.flatnonzero(window & self.vectors.type_mask(cached, memory_type))

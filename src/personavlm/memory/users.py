@@ -1,38 +1,34 @@
-"""Whole users: which pictures are theirs, exporting everything they have, forgetting them.
+"""Whole users: registering them, exporting everything they have, forgetting them.
 
-Pictures are content-addressed and shared: two users who sent the same bytes hold one blob.
-So a picture is a user's when one of the user's turns or memories shows it, and forgetting a
-user removes only the pictures no other user's turn or memory shows.
+Pictures are content-addressed and shared (memory/images.py), so forgetting a user removes
+only the pictures no other user's turn or memory shows; their blobs go after the commit,
+through the blob store.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 from personavlm.errors import NotFoundError, StoreError
-from personavlm.memory import audit, keys, personality_log
+from personavlm.media.blobs import BlobStore
+from personavlm.memory import audit
 from personavlm.memory.engine import Conn
-from personavlm.memory.records import ImageRef
+from personavlm.memory.images import ImageRepo
+from personavlm.memory.keys import KeyRepo
+from personavlm.memory.personality_log import PersonalityRepo
 from personavlm.memory.rows import MEMORY_COLUMNS, TURN_COLUMNS, memory_from_row, turn_from_row
-from personavlm.timeutil import from_storage, to_storage
+from personavlm.timeutil import from_storage, to_storage, utc_now
 
-__all__ = [
-    "EXPORT_FORMAT",
-    "EXPORT_VERSION",
-    "UserDeletion",
-    "delete_rows",
-    "export",
-    "image_ids_of",
-    "remove_blobs",
-    "shows_image",
-]
+__all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "UserDeletion", "UserRepo", "remove_blobs"]
 
 EXPORT_FORMAT = "personavlm.export"
 EXPORT_VERSION = 1
+
+# Tables counted in a deletion report (everything else cascades from `users` unreported).
+_COUNTED = ("memories", "turns", "memory_events", "api_keys")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,139 +53,133 @@ class UserDeletion:
         }
 
 
-def shows_image(conn: Conn, user_id: str, image_id: str) -> bool:
-    # Image ids are sha256 hex digests (checked by the caller), so LIKE sees no wildcards.
-    pattern = f'%"{image_id}"%'
-    for table in ("turns", "memories"):
-        row = conn.execute(
-            f"SELECT 1 FROM {table} WHERE user_id = ? AND image_ids LIKE ? LIMIT 1",
-            (user_id, pattern),
-        ).fetchone()
-        if row is not None:
-            return True
-    return False
+class UserRepo:
+    """The `users` table, and what is done to a user as a whole, inside one transaction."""
 
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
 
-def image_ids_of(conn: Conn, user_id: str) -> list[str]:
-    """Every picture a turn or memory of the user shows, in first-seen order."""
+    def exists(self, user_id: str) -> bool:
+        row = self._conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone()
+        return row is not None
 
-    found: dict[str, None] = {}
-    for table in ("turns", "memories"):
-        for (ids,) in conn.execute(
-            f"SELECT image_ids FROM {table} WHERE user_id = ? AND image_ids <> '[]' ORDER BY id",
-            (user_id,),
-        ):
-            found.update(dict.fromkeys(json.loads(ids)))
-    return list(found)
+    def require(self, user_id: str) -> None:
+        if not self.exists(user_id):
+            raise NotFoundError(f"no user {user_id!r} in this store")
 
-
-def delete_rows(conn: Conn, user_id: str) -> tuple[UserDeletion, list[ImageRef]]:
-    """Delete every row of the user inside the caller's transaction; returns the counts and
-    the pictures that became nobody's (their blobs go after the commit: remove_blobs)."""
-    counts = {
-        table: int(
-            conn.execute(f"SELECT count(*) FROM {table} WHERE user_id = ?", (user_id,)).fetchone()[
-                0
-            ]
+    def ensure(self, user_id: str) -> bool:
+        """Register the user unless known; True when this call registered it."""
+        cursor = self._conn.execute(
+            "INSERT INTO users(id, created_at) VALUES (?, ?) ON CONFLICT(id) DO NOTHING",
+            (user_id, to_storage(utc_now())),
         )
-        for table in ("memories", "turns", "memory_events", "api_keys")
-    }
-    pictures = image_ids_of(conn, user_id)
-    conn.engine.forget_user(conn, user_id)
-    # Everything else hangs off users by ON DELETE CASCADE (schema.py / postgres_schema.py).
-    conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
-    orphans = [i for i in pictures if not _shown_by_anyone(conn, i)]
-    refs = []
-    for image_id in orphans:
-        row = conn.execute(
-            "DELETE FROM images WHERE id = ? RETURNING id, mime, size, path, caption", (image_id,)
-        ).fetchone()
-        if row is not None:
-            refs.append(ImageRef(row[0], row[1], int(row[2]), row[3], row[4]))
-    deletion = UserDeletion(
-        user_id=user_id,
-        memories=counts["memories"],
-        turns=counts["turns"],
-        events=counts["memory_events"],
-        images=len(refs),
-        blobs=0,
-        keys=counts["api_keys"],
-    )
-    return deletion, refs
+        return cursor.rowcount == 1
+
+    def ids(self) -> list[str]:
+        return [row[0] for row in self._conn.execute("SELECT id FROM users ORDER BY id")]
+
+    def created_at(self, user_id: str) -> datetime:
+        row = self._conn.execute("SELECT created_at FROM users WHERE id = ?", (user_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no user {user_id!r}")
+        return from_storage(row[0])
+
+    def delete(self, user_id: str) -> tuple[UserDeletion, list[str]]:
+        """Delete every row of the user; returns the counts and the pictures that became
+        nobody's (their blobs go after the commit: remove_blobs)."""
+        conn = self._conn
+        self.require(user_id)
+        counts = {
+            table: int(
+                conn.execute(
+                    f"SELECT count(*) FROM {table} WHERE user_id = ?", (user_id,)
+                ).fetchone()[0]
+            )
+            for table in _COUNTED
+        }
+        images = ImageRepo(conn)
+        pictures = images.ids_of(user_id)
+        conn.engine.forget_user(conn, user_id)
+        # Everything else hangs off users by ON DELETE CASCADE (memory/ddl.py).
+        conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        orphans = [i for i in pictures if not images.shown_by_anyone(i) and images.remove(i)]
+        deletion = UserDeletion(
+            user_id=user_id,
+            memories=counts["memories"],
+            turns=counts["turns"],
+            events=counts["memory_events"],
+            images=len(orphans),
+            blobs=0,
+            keys=counts["api_keys"],
+        )
+        return deletion, orphans
+
+    def export(self, user_id: str, blobs: BlobStore) -> dict[str, Any]:
+        """Everything of the user as one JSON-ready document, pictures inline as base64."""
+        conn = self._conn
+        created = self.created_at(user_id)
+        memories = conn.execute(
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE user_id = ? ORDER BY id", (user_id,)
+        ).fetchall()
+        turns = conn.execute(
+            f"SELECT {TURN_COLUMNS} FROM turns WHERE user_id = ? ORDER BY time, id", (user_id,)
+        ).fetchall()
+        event_ids = [
+            int(row[0])
+            for row in conn.execute(
+                "SELECT id FROM memory_events WHERE user_id = ? ORDER BY id", (user_id,)
+            )
+        ]
+        personality = PersonalityRepo(conn)
+        return {
+            "format": EXPORT_FORMAT,
+            "version": EXPORT_VERSION,
+            "user": {"id": user_id, "created_at": to_storage(created)},
+            "memories": [memory_from_row(row).to_dict() for row in memories],
+            "events": [audit.load_event(conn, user_id, i).to_dict() for i in event_ids],
+            "turns": [turn_from_row(row).to_dict() for row in turns],
+            "personality": {
+                "current": personality.current(user_id).to_dict(),
+                "readings": [r.to_dict() for r in personality.readings(user_id)],
+            },
+            "keys": [k.to_dict() for k in KeyRepo(conn).listing(user_id)],
+            "images": self._image_entries(user_id, blobs),
+        }
+
+    def _image_entries(self, user_id: str, blobs: BlobStore) -> list[dict[str, Any]]:
+        images = ImageRepo(self._conn)
+        ids = images.ids_of(user_id)
+        found = images.by_ids(ids)
+        entries = []
+        for image_id in ids:
+            if image_id not in found:
+                raise StoreError(f"picture {image_id} is referenced but not registered in images")
+            ref = found[image_id]
+            try:
+                data = blobs.read(image_id)
+            except NotFoundError as exc:  # a registered picture without bytes: our fault
+                raise StoreError(f"picture {image_id} is registered but {exc}") from exc
+            entries.append(
+                {
+                    "id": ref.id,
+                    "mime": ref.mime,
+                    "size": ref.size,
+                    "caption": ref.caption,
+                    "data_base64": base64.b64encode(data).decode("ascii"),
+                }
+            )
+        return entries
 
 
-def remove_blobs(refs: list[ImageRef]) -> int:
+def remove_blobs(blobs: BlobStore, image_ids: list[str]) -> int:
+    """Remove the blobs of pictures nobody shows any more; how many files went."""
     removed = 0
-    for ref in refs:
+    for image_id in image_ids:
         try:
-            Path(ref.path).unlink()
-            removed += 1
-        except FileNotFoundError:
-            continue  # already gone: nothing of the user is left there
-        except OSError as exc:
+            removed += blobs.delete(image_id)
+        except StoreError as exc:
             raise StoreError(
-                f"the user's rows are deleted but the picture {ref.path} could not be "
-                f"removed: {exc}; delete the file by hand"
+                f"the user's rows are deleted but picture {image_id} could not be removed: "
+                f"{exc}; delete the file by hand"
             ) from exc
     return removed
-
-
-def export(conn: Conn, user_id: str) -> dict[str, Any]:
-    """Everything of the user as one JSON-ready document, pictures inline as base64."""
-    created = conn.execute("SELECT created_at FROM users WHERE id = ?", (user_id,)).fetchone()
-    if created is None:
-        raise NotFoundError(f"no user {user_id!r}")
-    memories = conn.execute(
-        f"SELECT {MEMORY_COLUMNS} FROM memories WHERE user_id = ? ORDER BY id", (user_id,)
-    ).fetchall()
-    turns = conn.execute(
-        f"SELECT {TURN_COLUMNS} FROM turns WHERE user_id = ? ORDER BY time, id", (user_id,)
-    ).fetchall()
-    event_ids = [
-        int(row[0])
-        for row in conn.execute(
-            "SELECT id FROM memory_events WHERE user_id = ? ORDER BY id", (user_id,)
-        )
-    ]
-    return {
-        "format": EXPORT_FORMAT,
-        "version": EXPORT_VERSION,
-        "user": {"id": user_id, "created_at": to_storage(from_storage(created[0]))},
-        "memories": [memory_from_row(row).to_dict() for row in memories],
-        "events": [audit.load_event(conn, user_id, i).to_dict() for i in event_ids],
-        "turns": [turn_from_row(row).to_dict() for row in turns],
-        "personality": {
-            "current": personality_log.current(conn, user_id).to_dict(),
-            "readings": [r.to_dict() for r in personality_log.readings(conn, user_id)],
-        },
-        "keys": [k.to_dict() for k in keys.listing(conn, user_id)],
-        "images": [_image_entry(conn, i) for i in image_ids_of(conn, user_id)],
-    }
-
-
-def _image_entry(conn: Conn, image_id: str) -> dict[str, Any]:
-    row = conn.execute(
-        "SELECT id, mime, size, path, caption FROM images WHERE id = ?", (image_id,)
-    ).fetchone()
-    if row is None:
-        raise StoreError(f"picture {image_id} is referenced but not registered in images")
-    try:
-        data = Path(row[3]).read_bytes()
-    except OSError as exc:
-        raise StoreError(f"picture {image_id}'s blob {row[3]} cannot be read: {exc}") from exc
-    return {
-        "id": row[0],
-        "mime": row[1],
-        "size": int(row[2]),
-        "caption": row[4],
-        "data_base64": base64.b64encode(data).decode("ascii"),
-    }
-
-
-def _shown_by_anyone(conn: Conn, image_id: str) -> bool:
-    pattern = f'%"{image_id}"%'
-    return any(
-        conn.execute(f"SELECT 1 FROM {table} WHERE image_ids LIKE ? LIMIT 1", (pattern,)).fetchone()
-        is not None
-        for table in ("turns", "memories")
-    )

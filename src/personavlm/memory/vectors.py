@@ -25,6 +25,7 @@ from threadpoolctl import ThreadpoolController
 from personavlm.embed.base import Vectors
 from personavlm.memory.engine import Conn
 from personavlm.memory.records import MemoryStatus, MemoryType
+from personavlm.timeutil import TimeWindow
 
 __all__ = ["TYPE_CODES", "VectorIndex"]
 
@@ -94,16 +95,13 @@ class VectorIndex:
     @staticmethod
     def window_mask(
         cached: _UserVectors,
-        start: datetime | None,
-        end: datetime | None,
+        window: TimeWindow,
         exclude: frozenset[int],
     ) -> npt.NDArray[np.bool_]:
-        """Active memories whose event time overlaps [start, end], minus the excluded."""
-        keep = cached.active.copy()
-        if start is not None:
-            keep &= cached.ends >= _epoch(start)
-        if end is not None:
-            keep &= cached.starts <= _epoch(end)
+        """Active memories whose event time overlaps the window, minus the excluded."""
+        keep: npt.NDArray[np.bool_] = cached.active & window.mask(
+            cached.starts, cached.ends, _epoch
+        )
         if exclude:
             keep &= ~np.isin(cached.ids, np.fromiter(exclude, dtype=np.int64))
         return keep

@@ -1,11 +1,11 @@
 """Memory writes inside one transaction: the operations, and the functions that apply them.
 
 A caller describes changes as operations (`AddOp`, `UpdateOp`, `InvalidateOp`, `DeleteOp`);
-`MemoryStore.apply` validates all of them and embeds their text first, then applies them in
-one `BEGIN IMMEDIATE` transaction with one audit event per operation (so each can be undone on
-its own) — together with a personality reading and the completion of an update job when the
-agent's update phase asks for it. Every store verb (add, update, invalidate, delete) is one
-operation through the same path.
+`MemoryStore.prepare` validates all of them and embeds their text first; `MemoryRepo.apply`
+applies them inside the caller's transaction with one audit event per operation (so each can
+be undone on its own). Every store verb (add, update, invalidate, delete) is one operation
+through this path, and the agent's update phase applies a whole update the same way, in its
+own unit of work with the personality reading and the job it finishes.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from personavlm.embed.base import Vectors
-from personavlm.errors import ConflictError, NotFoundError
-from personavlm.memory import audit, turnlog
+from personavlm.errors import ConflictError, NotFoundError, ValidationError
+from personavlm.memory import audit
 from personavlm.memory.engine import Conn, IndexEntry
+from personavlm.memory.images import ImageRepo
 from personavlm.memory.records import (
     KEYED_TYPES,
     EventOp,
@@ -27,6 +28,7 @@ from personavlm.memory.records import (
     MemoryType,
 )
 from personavlm.memory.rows import MEMORY_COLUMNS, memory_from_row, snapshot
+from personavlm.memory.turnlog import TurnRepo
 from personavlm.memory.validate import check_key, check_keywords, check_memory_type, check_text
 from personavlm.timeutil import local_now, parse_time, to_storage, to_storage_or_none, utc_now
 
@@ -39,6 +41,9 @@ __all__ = [
     "UpdateOp",
     "index_text",
     "insert_memory",
+    "prepare_add",
+    "prepare_update",
+    "require_active",
     "run",
 ]
 
@@ -123,13 +128,28 @@ def prepare_add(op: AddOp) -> tuple[MemoryType, str | None, tuple[str, ...], dat
     return kind, key, words, None if op.time is None else parse_time(op.time)
 
 
+def prepare_update(
+    op: UpdateOp, old: Memory
+) -> tuple[str, tuple[str, ...] | None, datetime | None]:
+    """The index text of the new version, its checked keywords (None: keep the old) and
+    time; ValidationError when the update changes nothing it could."""
+    if op.content is None and op.keywords is None:
+        raise ValidationError("update needs new content or new keywords")
+    if op.content is not None:
+        check_text(op.content, field="content")
+    words = None if op.keywords is None else check_keywords(op.keywords)
+    content = old.content if op.content is None else op.content
+    text = index_text(old.type, old.key, content, old.keywords if words is None else words)
+    return text, words, None if op.time is None else parse_time(op.time)
+
+
 def _run_add(conn: Conn, user_id: str, prepared: Prepared, op: AddOp, actor: str) -> Memory:
     assert prepared.kind is not None and prepared.vector is not None
     kind, key = prepared.kind, prepared.key
     holder = _active_holder(conn, user_id, kind, key)
     valid_from = _effective_time(prepared.time, holder)
     span = _event_span(conn, user_id, op.source_turn_ids, valid_from)
-    check_images(conn, op.image_ids)
+    ImageRepo(conn).require(op.image_ids)
     changes: dict[int, audit.Change] = {}
     if holder is not None:
         retired = _retire(conn, holder, MemoryStatus.SUPERSEDED, valid_from)
@@ -318,7 +338,7 @@ def _event_span(
     """Memory time is the time of the turns it came from; without turns, its valid_from."""
     if not turn_ids:
         return default, default
-    found = turnlog.turns_by_ids(conn, list(turn_ids))
+    found = TurnRepo(conn).by_ids(list(turn_ids))
     missing = [t for t in turn_ids if t not in found or found[t].user_id != user_id]
     if missing:
         raise NotFoundError(f"source turn ids {missing} are not turns of user {user_id!r}")
@@ -338,9 +358,3 @@ def _updated_span(
     if old.type is MemoryType.EPISODIC:  # a corrected summary still covers the same event
         return old.event_start, old.event_end
     return valid_from, valid_from
-
-
-def check_images(conn: Conn, image_ids: Sequence[str]) -> None:
-    for image_id in image_ids:
-        if conn.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
-            raise NotFoundError(f"image {image_id!r} is not stored; store_image() it first")

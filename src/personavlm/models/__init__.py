@@ -5,11 +5,16 @@ OpenAI). `hf:` runs a local transformers checkpoint in-process: Qwen2-VL / Qwen2
 images in place, or any causal LM for text (`models/hf.py`; needs the `local` extra, imported
 only when such a model is built, so importing this package never loads torch). The library
 reads no environment: the API key and other options are passed in by the caller (the CLI).
+
+The two backends load on first use (PEP 562): code that only needs the message types
+(`personavlm.models.base`, imported by the agent, the simulator and training) must not pay for
+httpx and numpy.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from personavlm.errors import ConfigError
 from personavlm.models.base import (
@@ -23,8 +28,10 @@ from personavlm.models.base import (
     TextPart,
     Usage,
 )
-from personavlm.models.hf import HF_OPTIONS, HFChatModel
-from personavlm.models.openai import OpenAIChatModel
+
+if TYPE_CHECKING:
+    from personavlm.models.hf import HFChatModel
+    from personavlm.models.openai import OpenAIChatModel
 
 __all__ = [
     "IMAGE_MIMES",
@@ -44,7 +51,28 @@ __all__ = [
 
 MODEL_SCHEMES = ("openai", "hf")
 
+# Where each lazily loaded name lives; it must match the TYPE_CHECKING block (test_project
+# checks it).
+_SOURCES = {"HFChatModel": "personavlm.models.hf", "OpenAIChatModel": "personavlm.models.openai"}
+
 _OPENAI_OPTIONS = frozenset({"api_key", "timeout_s", "max_retries", "backoff_s", "client", "sleep"})
+
+
+if not TYPE_CHECKING:
+    # Hidden from type checkers: a module __getattr__ would make them accept any attribute
+    # of this module (a typo included), typed `object`.
+    def __getattr__(name: str) -> object:
+        """Import a backend module on first access to its class, then cache the class here."""
+        source = _SOURCES.get(name)
+        if source is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value: object = getattr(importlib.import_module(source), name)
+        globals()[name] = value  # later lookups find it without coming back here
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def load(spec: str, **options: Any) -> ChatModel:
@@ -69,6 +97,8 @@ def load(spec: str, **options: Any) -> ChatModel:
 
 
 def _load_openai(spec: str, rest: str, options: dict[str, Any]) -> OpenAIChatModel:
+    from personavlm.models.openai import OpenAIChatModel
+
     model, at, base_url = rest.rpartition("@")
     if not at or not model or not base_url:
         raise ConfigError(
@@ -85,6 +115,8 @@ def _load_openai(spec: str, rest: str, options: dict[str, Any]) -> OpenAIChatMod
 
 
 def _load_hf(spec: str, path: str, options: dict[str, Any]) -> HFChatModel:
+    from personavlm.models.hf import HF_OPTIONS, HFChatModel
+
     if not path:
         raise ConfigError(
             f"model {spec!r} must read hf:<local checkpoint directory>, "

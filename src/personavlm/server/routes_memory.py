@@ -8,12 +8,11 @@ in auth.py before an endpoint runs.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from personavlm.errors import NotFoundError, StoreError
 from personavlm.memory import Hit, ImageRef
@@ -404,18 +403,19 @@ def list_turns(
     tags=["images"],
     summary="A picture of the user's turns or memories",
     operation_id="getImage",
-    response_class=FileResponse,
+    response_class=Response,
     responses={
         200: {"content": {"image/*": {}}, "description": "The picture's bytes"},
         **error_responses(*USER_ERRORS),
     },
 )
-def get_image(user_id: PathUser, image_id: str, service: ServiceDep) -> FileResponse:
+def get_image(user_id: PathUser, image_id: str, service: ServiceDep) -> Response:
     ref = service.store.user_image(user_id, image_id)
-    path = Path(ref.path)
-    if not path.is_file():
-        raise StoreError(f"image {ref.id} is recorded but its blob file {path} is missing")
-    return FileResponse(path, media_type=ref.mime)
+    try:
+        data = service.store.blobs.read(ref.id)
+    except NotFoundError as exc:  # registered but without bytes: the server's fault, not 404
+        raise StoreError(f"image {ref.id} is registered but {exc}") from exc
+    return Response(data, media_type=ref.mime)
 
 
 @router.get(

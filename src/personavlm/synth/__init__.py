@@ -22,8 +22,8 @@ Files (one job each):
     paraphrase.py    optional rewording by a chat model, facts checked
     export.py        the JSON files; build.py: synthesize()
 
-Only the CLI imports this package; the core library never does. Pillow is needed to draw
-the pictures (`pip install 'personavlm[bench]'`) and is imported only when drawing.
+Only the CLI and training import this package; the core library never does. Pillow is needed
+to draw the pictures (`pip install 'personavlm[bench]'`) and is imported only when drawing.
 """
 
 from personavlm.synth.build import MANIFEST_FORMAT, Summary, synthesize

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from personavlm.bench.mcq import ALIGNMENT_TASK, TASK_ASPECT
+from personavlm.tasks import ALIGNMENT_TASK, TASK_ASPECT
 
 if TYPE_CHECKING:
     from personavlm.synth.pictures import Picture
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 # The 13 multiple-choice tasks of PAPER.md section 6 and their aspect, in the paper's order:
-# the harness's table (bench/mcq.py) without the alignment task, so the two never disagree.
+# the shared table (personavlm/tasks.py) without the alignment task, so the two never disagree.
 TASKS: dict[str, str] = {t: a for t, a in TASK_ASPECT.items() if t != ALIGNMENT_TASK}
 
 T = TypeVar("T")

@@ -43,7 +43,7 @@ from personavlm.agent.protocol import (
 from personavlm.errors import ProtocolError, ValidationError
 from personavlm.memory.records import DEFAULT_K, MemoryType
 from personavlm.memory.store import MemoryStore
-from personavlm.timeutil import parse_time
+from personavlm.timeutil import TimeWindow, parse_time
 from personavlm.train.rl_data import RLPrompt, message_text
 
 __all__ = ["FORCE_RETRIEVAL_NOTE", "MemoryEnvironment", "RetrievalRollout", "RolloutState"]
@@ -71,20 +71,20 @@ class MemoryEnvironment:
         retrievals_left: int,
     ) -> str:
         """The retrieved-memory turn (text) for `action`; `seen` gains what it shows."""
-        window = resolve_window(action.start_time, action.end_time)
-        notes = list(window.notes)
-        start, end = window.start, window.end
+        resolved = resolve_window(action.start_time, action.end_time)
+        notes = list(resolved.notes)
+        start, end = resolved.window.start, resolved.window.end
         if end is None or end > asked_at:
             end = asked_at  # the question's time: later memories did not exist yet
         if start is not None and start > end:
             notes.append("start_time is after the question's time; searched without it")
             start = None
         hits = self.store.search(
-            user, action.keywords, types=list(self.k), k=self.k, start=start, end=end,
-            exclude_ids=seen,
+            user, action.keywords, types=list(self.k), k=self.k,
+            window=TimeWindow(start, end), exclude_ids=seen,
         )  # fmt: skip
         seen.update(hit.memory.id for hit in hits)
-        return message_text(retrieval_message(hits, notes, retrievals_left))
+        return message_text(retrieval_message(hits, notes, retrievals_left, self.store.blobs))
 
 
 @dataclass
