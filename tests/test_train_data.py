@@ -169,16 +169,16 @@ def test_build_writes_the_whole_folder(built: tuple[Path, dict[str, Any]]) -> No
 def test_the_stores_picture_blobs_live_in_the_finished_folder(
     built: tuple[Path, dict[str, Any]],
 ) -> None:
-    # GRPO rollouts read pictures back from memory.db: their recorded paths must exist.
+    # GRPO rollouts read pictures back from memory.db: every registered picture's blob must
+    # be in the folder's own blob store (rows name blobs by sha256, so the folder can move).
     import sqlite3
 
     out, _ = built
     with sqlite3.connect(out / "memory.db") as db:
-        paths = [Path(row[0]) for row in db.execute("SELECT path FROM images")]
-    assert paths
-    for path in paths:
-        assert path.is_file(), path
-        assert out.resolve() in path.resolve().parents
+        ids = [str(row[0]) for row in db.execute("SELECT id FROM images")]
+    assert ids
+    for image_id in ids:
+        assert (out / "memory.db.blobs" / image_id[:2] / image_id).is_file(), image_id
 
 
 def test_a_failed_build_leaves_no_folder(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ import builtins
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from personavlm.embed.base import Vectors
 from personavlm.errors import ValidationError
@@ -40,23 +39,16 @@ class Listing:
     after: tuple[datetime, int] | None = None
     newest_first: bool = False
 
-    @classmethod
-    def checked(
-        cls,
-        types: Iterable[MemoryType | str] | None,
-        status: MemoryStatus | str | None,
-        **rest: Any,
-    ) -> Listing:
-        listing = cls(
-            types=None if types is None else tuple(check_memory_type(t) for t in types),
-            status=None if status is None else check_status(status),
-            **rest,
-        )
-        if listing.limit < 1 or listing.offset < 0:
+    def __post_init__(self) -> None:
+        if self.limit < 1 or self.offset < 0:
             raise ValidationError(
-                f"limit must be >= 1 and offset >= 0, got {listing.limit}, {listing.offset}"
+                f"limit must be >= 1 and offset >= 0, got {self.limit}, {self.offset}"
             )
-        return listing
+
+    @staticmethod
+    def kinds(types: Iterable[MemoryType | str] | None) -> tuple[MemoryType, ...] | None:
+        """Caller-given types, checked (None: every type)."""
+        return None if types is None else tuple(check_memory_type(t) for t in types)
 
 
 class MemoryRepo:
@@ -137,6 +129,20 @@ class MemoryRepo:
             params.append(check_status(status).value)
         found = dict(self._conn.execute(sql + " GROUP BY type", params).fetchall())
         return {kind.value: int(found.get(kind.value, 0)) for kind in MemoryType}
+
+    def every(self, user_id: str) -> builtins.list[Memory]:
+        """Every memory of the user, every status, by id (exports)."""
+        rows = self._conn.execute(
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE user_id = ? ORDER BY id", (user_id,)
+        )
+        return [memory_from_row(row) for row in rows]
+
+    def events_of(self, user_id: str) -> builtins.list[MemoryEvent]:
+        """Every audit event of the user, oldest first (exports)."""
+        rows = self._conn.execute(
+            "SELECT id FROM memory_events WHERE user_id = ? ORDER BY id", (user_id,)
+        ).fetchall()
+        return [self.event(user_id, int(row[0])) for row in rows]
 
     def history(self, user_id: str, memory_id: int) -> builtins.list[MemoryEvent]:
         return audit.history(self._conn, user_id, memory_id)

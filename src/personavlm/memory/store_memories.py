@@ -13,7 +13,7 @@ from personavlm.memory import search, writes
 from personavlm.memory.memories import Listing
 from personavlm.memory.records import Hit, Memory, MemoryEvent, MemoryStatus, MemoryType
 from personavlm.memory.store_core import StoreCore
-from personavlm.memory.validate import check_text, check_user_id
+from personavlm.memory.validate import check_status, check_text, check_user_id
 from personavlm.memory.writes import AddOp, DeleteOp, InvalidateOp, MemoryOp, UpdateOp
 from personavlm.timeutil import TimeWindow, parse_time
 
@@ -106,9 +106,9 @@ class MemoryVerbs(StoreCore):
         status; start/end keep memories whose event time overlaps the window. `after` =
         (event_start, id) of the last memory of the previous page: a page boundary that
         inserts cannot shift."""
-        listing = Listing.checked(
-            types,
-            status,
+        listing = Listing(
+            types=Listing.kinds(types),
+            status=None if status is None else check_status(status),
             key=key,
             window=TimeWindow.parse(start, end),
             limit=limit,

@@ -216,6 +216,13 @@ class TurnRepo:
         params.append(limit)
         return [turn_from_row(row) for row in self._conn.execute(sql, params)]
 
+    def every(self, user_id: str) -> list[Turn]:
+        """Every turn of the user in time order (exports)."""
+        rows = self._conn.execute(
+            f"SELECT {TURN_COLUMNS} FROM turns WHERE user_id = ? ORDER BY time, id", (user_id,)
+        )
+        return [turn_from_row(row) for row in rows]
+
     def session_count(self, user_id: str) -> int:
         conn = self._conn
         row = conn.execute("SELECT count(*) FROM sessions WHERE user_id = ?", (user_id,)).fetchone()

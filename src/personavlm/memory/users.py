@@ -14,12 +14,12 @@ from typing import Any
 
 from personavlm.errors import NotFoundError, StoreError
 from personavlm.media.blobs import BlobStore
-from personavlm.memory import audit
 from personavlm.memory.engine import Conn
 from personavlm.memory.images import ImageRepo
 from personavlm.memory.keys import KeyRepo
+from personavlm.memory.memories import MemoryRepo
 from personavlm.memory.personality_log import PersonalityRepo
-from personavlm.memory.rows import MEMORY_COLUMNS, TURN_COLUMNS, memory_from_row, turn_from_row
+from personavlm.memory.turnlog import TurnRepo
 from personavlm.timeutil import from_storage, to_storage, utc_now
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "UserDeletion", "UserRepo", "remove_blobs"]
@@ -116,33 +116,21 @@ class UserRepo:
 
     def export(self, user_id: str, blobs: BlobStore) -> dict[str, Any]:
         """Everything of the user as one JSON-ready document, pictures inline as base64."""
-        conn = self._conn
         created = self.created_at(user_id)
-        memories = conn.execute(
-            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE user_id = ? ORDER BY id", (user_id,)
-        ).fetchall()
-        turns = conn.execute(
-            f"SELECT {TURN_COLUMNS} FROM turns WHERE user_id = ? ORDER BY time, id", (user_id,)
-        ).fetchall()
-        event_ids = [
-            int(row[0])
-            for row in conn.execute(
-                "SELECT id FROM memory_events WHERE user_id = ? ORDER BY id", (user_id,)
-            )
-        ]
-        personality = PersonalityRepo(conn)
+        memories = MemoryRepo(self._conn)
+        personality = PersonalityRepo(self._conn)
         return {
             "format": EXPORT_FORMAT,
             "version": EXPORT_VERSION,
             "user": {"id": user_id, "created_at": to_storage(created)},
-            "memories": [memory_from_row(row).to_dict() for row in memories],
-            "events": [audit.load_event(conn, user_id, i).to_dict() for i in event_ids],
-            "turns": [turn_from_row(row).to_dict() for row in turns],
+            "memories": [m.to_dict() for m in memories.every(user_id)],
+            "events": [e.to_dict() for e in memories.events_of(user_id)],
+            "turns": [t.to_dict() for t in TurnRepo(self._conn).every(user_id)],
             "personality": {
                 "current": personality.current(user_id).to_dict(),
                 "readings": [r.to_dict() for r in personality.readings(user_id)],
             },
-            "keys": [k.to_dict() for k in KeyRepo(conn).listing(user_id)],
+            "keys": [k.to_dict() for k in KeyRepo(self._conn).listing(user_id)],
             "images": self._image_entries(user_id, blobs),
         }
 
