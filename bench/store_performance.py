@@ -72,8 +72,8 @@ from personavlm.embed import MiniLMEmbedder
 from personavlm.embed.base import Vectors
 from personavlm.memory.search import SHIPPED, Fusion, Method, RetrievalConfig
 from personavlm.memory.store import INGEST_BATCH, MemoryStore
-from personavlm.memory.unit import turn_index_text
 from personavlm.memory.turnlog import TurnInput
+from personavlm.memory.unit import turn_index_text
 
 USER = "maya"
 USER_NAME = "Maya"
