@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from agent_script import TRAITS, AgentScript, Req, answer, op, update
+from bad_pictures import huge_png, picture, truncated
 from helpers import write_png
 from personavlm.agent import AgentConfig, Assistant, RetrieveStep, Worker
 from personavlm.agent.calls import CallSettings
 from personavlm.agent.protocol import Protocol
 from personavlm.agent.update import UpdatePhase
 from personavlm.embed import HashingEmbedder
-from personavlm.errors import ValidationError
+from personavlm.errors import ConfigError, ValidationError
 from personavlm.memory import MemoryStore
 from personavlm.memory.records import MemoryStatus
 from personavlm.models import OpenAIChatModel
@@ -231,6 +232,8 @@ def test_images_as_path_bytes_and_data_url_are_one_stored_image(
         ("data:text/plain;base64,aGVsbG8=", "not an image type"),
         ("data:image/png;base64,@@@", "invalid base64"),
         ("/no/such/picture.png", "image file not found"),
+        (truncated(picture("PNG", size=(64, 64))), "not a valid PNG picture"),
+        (huge_png(7_000, 7_000), "the limit is 40,000,000 pixels"),
     ],
 )
 def test_bad_images_are_refused_before_any_model_call(
@@ -305,3 +308,102 @@ def test_imported_exchange_with_an_empty_reply_is_recorded(
         "ann", "Here is my dog.", "", time="2024-03-04 10:00", ext_id="s0t0"
     )
     assert again is None  # idempotent by id
+
+
+# --------------------------------------------------------------------- limits per job
+
+
+def test_a_turn_update_writes_at_most_16_operations_of_at_most_2000_characters(
+    store: MemoryStore, model: OpenAIChatModel, script: AgentScript
+) -> None:
+    flood = [op("ADD", f"The user owns stamp number {i}.") for i in range(20)]
+    flood[3] = op("ADD", "The user " + "really " * 400 + "likes stamps.")  # 2,822 characters
+    script.update = lambda req: update(flood)
+    result = Assistant(store, model).respond("ann", "I collect stamps.", time="2024-03-04 10:00")
+    [report] = result.trace.updates
+    assert report.status == "applied"
+    stored = [m.content for m in store.list("ann", types=["semantic"], limit=100)]
+    assert stored == [f"The user owns stamp number {i}." for i in range(16) if i != 3]
+    adds = [c for c in report.changes if c.op == "add"]
+    assert [c.memory_id for c in adds] == [m.id for m in store.list("ann", types=["semantic"])]
+    [too_long] = [c for c in report.changes if "per memory" in (c.note or "")]
+    assert too_long.op == "noop"
+    assert too_long.note == "content is 2,822 characters; the limit is 2,000 per memory; dropped"
+    assert too_long.content is not None and len(too_long.content) == 2_003  # cut, with "..."
+    over = [c for c in report.changes if "per turn update" in (c.note or "")]
+    assert [c.content for c in over] == [f"The user owns stamp number {i}." for i in range(16, 20)]
+    assert {(c.op, c.note) for c in over} == {
+        ("noop", "over the limit of 16 operations per turn update; dropped")
+    }
+    assert len(report.changes) == 20  # every proposal accounted for
+
+
+def test_the_turn_limits_are_parameters_and_noops_do_not_count(
+    store: MemoryStore, model: OpenAIChatModel, script: AgentScript
+) -> None:
+    proposals = [op("NOOP"), op("ADD", "The user has a cat."), op("NOOP"),
+                 op("ADD", "The user has a dog."), op("ADD", "The user has a fish.")]  # fmt: skip
+    script.update = lambda req: update(proposals)
+    Assistant(store, model, AgentConfig(update="queue")).respond(
+        "ann", "Pets!", time="2024-03-04 10:00"
+    )
+    phase = UpdatePhase(store, model, Protocol.JSON, CallSettings(), max_turn_ops=2)
+    report = Worker(store, phase, name="w").run_once()
+    assert report is not None and report.status == "applied"
+    assert [m.content for m in store.list("ann", types=["semantic"])] == [
+        "The user has a cat.",
+        "The user has a dog.",
+    ]
+    assert [(c.op, c.content) for c in report.changes if "limit of 2" in (c.note or "")] == [
+        ("noop", "The user has a fish.")
+    ]
+    for bad in ({"max_turn_ops": 0}, {"max_session_ops": 0}, {"max_memory_chars": -1}):
+        with pytest.raises(ConfigError, match="must be at least 1"):
+            UpdatePhase(store, model, Protocol.JSON, CallSettings(), **bad)
+
+
+def test_a_session_update_is_capped_and_drops_long_summaries_and_values(
+    store: MemoryStore, model: OpenAIChatModel, script: AgentScript
+) -> None:
+    script.episodic = lambda req: json.dumps(
+        {
+            "topics": [
+                {"summary": f"Topic {i}.", "keywords": [], "turns": [0]} for i in range(3)
+            ]
+            + [{"summary": "Long " * 30, "keywords": [], "turns": [0]}]
+        }
+    )
+    script.consolidate = lambda req: json.dumps(
+        {
+            "core": [{"key": f"fact {i}", "value": f"value {i}"} for i in range(3)]
+            + [{"key": "essay", "value": "word " * 30}],
+            "procedural": [{"key": f"habit {i}", "value": f"Habit {i}."} for i in range(7)],
+        }
+    )
+    assistant = Assistant(store, model, AgentConfig(update="queue"))
+    assistant.respond("ann", "Let me tell you things.", time="2024-03-04 10:00")
+    assistant.close_session("ann")
+    phase = UpdatePhase(
+        store, model, Protocol.JSON, CallSettings(), max_session_ops=8, max_memory_chars=100
+    )
+    worker = Worker(store, phase, name="w")
+    assert worker.run_once() is not None  # the turn job
+    report = worker.run_once()
+    assert report is not None and (report.kind, report.status) == ("session", "applied")
+    notes = [(c.memory_type, c.note) for c in report.changes if c.op == "noop"]
+    assert ("episodic", "content is 149 characters; the limit is 100 per memory; dropped") in notes
+    assert ("core", "content is 149 characters; the limit is 100 per memory; dropped") in notes
+    # Procedural keeps 5 per close (habits 5 and 6 dropped, now with a note), and the job
+    # writes 8 of the 3 + 3 + 5 operations left: habits 2, 3 and 4 go over the limit.
+    kept = [c for c in report.changes if c.op != "noop"]
+    assert [c.content for c in kept] == [
+        "Topic 0.", "Topic 1.", "Topic 2.", "fact 0: value 0", "fact 1: value 1",
+        "fact 2: value 2", "habit 0: Habit 0.", "habit 1: Habit 1.",
+    ]  # fmt: skip
+    over = [c.content for c in report.changes if "per session update" in (c.note or "")]
+    assert over == ["habit 2: Habit 2.", "habit 3: Habit 3.", "habit 4: Habit 4."]
+    kept_5 = [c.content for c in report.changes if "entries kept per session" in (c.note or "")]
+    assert kept_5 == ["habit 5: Habit 5.", "habit 6: Habit 6."]
+    episodic = [m.content for m in store.list("ann", types=["episodic"], limit=100)]
+    assert [c for c in episodic if c.startswith("Topic")] == ["Topic 0.", "Topic 1.", "Topic 2."]
+    assert len(store.list("ann", types=["procedural"])) == 2

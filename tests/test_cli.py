@@ -566,12 +566,37 @@ def test_ingest_invalid_utf8(cli: Cli, tmp_path: Path) -> None:
     assert "no user 'lu'" in cli.fails(2, "memory", "list", "--user", "lu")
 
 
+def test_ingest_refuses_old_years_and_bad_pictures_writing_nothing(
+    cli: Cli, tmp_path: Path
+) -> None:
+    old = jsonl(
+        tmp_path / "old.jsonl",
+        {"id": "t1", "time": "2024-05-01 08:00", "role": "user", "text": "fine"},
+        {"id": "t2", "time": "0999-05-01 08:01", "role": "user", "text": "too old"},
+    )
+    message = cli.fails(2, "ingest", str(old), "--user", "vi")
+    assert f"{old}:2:" in message and "year 999 is out of range" in message
+    (tmp_path / "cut.png").write_bytes(tiny_png(64, 64)[:-40])  # pixel data cut short
+    cut = jsonl(
+        tmp_path / "cut.jsonl",
+        {"id": "t1", "time": "2024-05-01 08:00", "role": "user", "text": "look",
+         "images": ["cut.png"]},
+    )  # fmt: skip
+    message = cli.fails(2, "ingest", str(cut), "--user", "vi")
+    assert f"{tmp_path / 'cut.png'} is not a valid PNG picture" in message
+    assert "no user 'vi'" in cli.fails(2, "memory", "list", "--user", "vi")
+    blobs = cli.db.with_name(cli.db.name + ".blobs")
+    assert not blobs.exists() or not any(p.is_file() for p in blobs.rglob("*"))
+
+
 def test_ingest_needs_file_or_sample(cli: Cli) -> None:
     assert "give either a FILE or --sample" in cli.fails(2, "ingest", "--user", "x")
 
 
 # --------------------------------------------------------------------- errors and exit codes
 
+
+BEYOND_INT64 = 2**63  # one past the largest id either engine can hold
 
 INPUT_ERRORS = [
     (
@@ -591,6 +616,70 @@ INPUT_ERRORS = [
         ["memory", "update", "1", "--user", "ann", "--content", "Fanta"],
         "cannot update memory 1: it is superseded",
     ),
+    *[
+        (
+            ["memory", verb, str(BEYOND_INT64), "--user", "ann"],
+            f"no memory {BEYOND_INT64} for user 'ann' (ids are 1..{BEYOND_INT64 - 1})",
+        )
+        for verb in ("get", "delete", "history", "timeline", "invalidate")
+    ],
+    (
+        ["memory", "update", str(BEYOND_INT64), "--user", "ann", "--content", "x"],
+        f"no memory {BEYOND_INT64} for user 'ann'",
+    ),
+    (["memory", "get", "0", "--user", "ann"], "no memory 0 for user 'ann'"),
+    (
+        ["memory", "undo", str(BEYOND_INT64), "--user", "ann"],
+        f"no memory event {BEYOND_INT64} for user 'ann'",
+    ),
+    (
+        ["memory", "list", "--user", "ann", "--limit", str(BEYOND_INT64)],
+        f"--limit must be in 1..{BEYOND_INT64 - 1}",
+    ),
+    (
+        ["memory", "list", "--user", "ann", "--offset", str(BEYOND_INT64)],
+        f"--offset must be in 0..{BEYOND_INT64 - 1}",
+    ),
+    (
+        ["memory", "search", "dog", "--user", "ann", "--exclude", f"3,{BEYOND_INT64}"],
+        f"--exclude takes memory ids in 1..{BEYOND_INT64 - 1}",
+    ),
+    (
+        ["memory", "add", "x", "--user", "ann", "--type", "semantic",
+         "--time", "0999-01-01 10:00"],
+        "time: year 999 is out of range; times must fall in the years 1000..9999",
+    ),  # fmt: skip
+    (
+        ["memory", "update", "3", "--user", "ann", "--content", "x", "--time", "0500-01-01 10:00"],
+        "year 500 is out of range",
+    ),
+    (
+        ["memory", "invalidate", "3", "--user", "ann", "--time", "0500-01-01 10:00"],
+        "year 500 is out of range",
+    ),
+    (
+        ["memory", "list", "--user", "ann", "--start", "0999-01-01 00:00"],
+        "start: year 999 is out of range",
+    ),
+    (
+        ["memory", "search", "dog", "--user", "ann", "--end", "0999-01-01 00:00"],
+        "end: year 999 is out of range",
+    ),
+    (
+        ["personality", "record", "--user", "ann", *"-o 3 -c 3 -e 3 -a 3 -n 3".split(),
+         "--time", "0999-01-01 10:00"],
+        "year 999 is out of range",
+    ),  # fmt: skip
+    (
+        ["memory", "list", "--user", "ann", "--start", "2024-03-01 00:00",
+         "--end", "2024-01-01 00:00"],
+        "start is after end",
+    ),  # fmt: skip
+    (
+        ["memory", "search", "dog", "--user", "ann", "--start", "2024-03-01 00:00",
+         "--end", "2024-01-01 00:00"],
+        "start is after end",
+    ),  # fmt: skip
 ]
 
 

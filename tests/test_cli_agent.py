@@ -368,7 +368,12 @@ def test_chat_model_error_mid_chat_exits_5_keeping_answered_turns(cli: Cli) -> N
     [answered] = [json.loads(line) for line in result.stdout.splitlines()]
     assert answered["answer"] == "Nice!"
     turns = cli.memories("ann", "episodic")
-    assert [t["content"] for t in turns] == ["user: hello", "assistant: Nice!"]
+    # the message the model failed on is kept too (a failed turn), never lost
+    assert [t["content"] for t in turns] == [
+        "user: hello",
+        "assistant: Nice!",
+        "user: please break the server",
+    ]
 
 
 def test_chat_with_no_model_server_exits_5(tmp_path: Path) -> None:

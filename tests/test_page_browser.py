@@ -5,6 +5,7 @@ A user logs in with their key, sends "My dog is called Bobby" with a picture, re
 and its reasoning, sees the memories it made (the turn's episodic entry with the picture, the
 update phase's semantic fact), opens the fact's history and undoes it. An admin picks the user
 from the list and watches a background update arrive. A wrong key shows the service's message.
+The page, and Swagger UI at /docs, run under their Content-Security-Policy with no refusal.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect
 
 from agent_script import AgentScript, Req, answer, op, retrieve, update
 from browser_fixtures import launch_chromium
@@ -45,10 +46,26 @@ def page(browser: Browser) -> Iterator[Page]:
     opened = context.new_page()
     console_errors: list[str] = []
     opened.on("pageerror", lambda exc: console_errors.append(str(exc)))
+    violations = csp_violations(opened)
     yield opened
     context.close()
-    # A script error is a bug even when the test's checks happened to pass.
+    # A script error is a bug even when the test's checks happened to pass; so is anything
+    # the page tried that its Content-Security-Policy refused (it would be broken in use).
     assert console_errors == []
+    assert violations == []
+
+
+def csp_violations(page: Page) -> list[str]:
+    """The Content-Security-Policy refusals Chromium reports on the page's console, as they
+    come (the list fills while the page runs)."""
+    found: list[str] = []
+
+    def note(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            found.append(message.text)
+
+    page.on("console", note)
+    return found
 
 
 def bobby_respond(req: Req) -> str:
@@ -294,3 +311,37 @@ def watch_the_background_update(page: Page, base: str, release: threading.Event)
     expect(memory_item(page, "semantic", BOBBY)).to_be_visible(timeout=15_000)
     expect(page.locator("#notice")).to_have_text("The memory update is done.")
     expect(page.locator("#personality svg.radar line.axis")).to_have_count(5)
+
+
+def test_the_policy_refuses_what_the_page_does_not_need(browser: Browser, tmp_path: Path) -> None:
+    """The violation check above sees refusals: a picture from another origin is one."""
+    context = browser.new_context()
+    opened = context.new_page()
+    violations = csp_violations(opened)
+    try:
+        with served(make_config(tmp_path)) as base:
+            opened.goto(base + "/")
+            assert violations == []
+            refused = "Content Security Policy"
+            with opened.expect_console_message(lambda message: refused in message.text):
+                opened.evaluate(
+                    "() => { const img = new Image(); img.src = 'https://example.invalid/x.png';"
+                    " document.body.append(img); }"
+                )
+    finally:
+        context.close()
+    assert len(violations) == 1 and "img-src" in violations[0], violations
+
+
+def test_docs_render_offline_under_their_policy(page: Page, tmp_path: Path) -> None:
+    """Swagger UI at /docs: its files come from this server and its start-up script runs
+    under /docs' own policy (the page fixture fails on any CSP refusal)."""
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    with served(make_config(tmp_path)) as base:
+        page.goto(base + "/docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("personavlm")
+        memories = page.locator(".opblock-summary-path[data-path='/v1/users/{user_id}/memories']")
+        expect(memories.first).to_be_visible()
+    fetched = [url for url in asked if not url.startswith(("data:", "blob:"))]
+    assert fetched and all(url.startswith(base + "/") for url in fetched), fetched

@@ -76,6 +76,7 @@ def test_health_page_and_schema_need_no_key(client: TestClient) -> None:
     health = client.get("/healthz")
     assert shaped(schemas.HealthOut, health.json()) == {
         "status": "ok",
+        "problems": [],
         "engine": "sqlite",
         "model": False,
     }
@@ -335,7 +336,7 @@ def test_export_holds_everything_of_the_user(client: TestClient) -> None:
     assert [t["text"] for t in export["turns"]] == ["turn 0", "turn 1"]
     assert base64.b64decode(export["images"][0]["data_base64"]) == png_bytes((1, 2, 3))
     assert secret not in json.dumps(export)  # the key is listed, its secret is not
-    assert [k["prefix"] for k in export["keys"]] == [secret[:12]]
+    assert [k["prefix"] for k in export["keys"]] == [secret[:8]]
 
 
 # ------------------------------------------------------------------ deleting a user

@@ -7,8 +7,10 @@ PersonaVLMError                  base of everything below
 │   │                            over-long text, invalid UTF-8, missing image file, ...)
 │   ├── NotFoundError            an id names nothing: user, memory, event, turn
 │   └── ConflictError            the request contradicts what is stored (a turn id re-used
-│                                with other content, undo of a memory changed since, turns
-│                                out of time order)
+│       │                        with other content, undo of a memory changed since, turns
+│       │                        out of time order)
+│       └── UserGoneError        the user was deleted while the request ran (nothing of the
+│                                request was stored; the user stays forgotten)
 ├── ConfigError                  the set-up is wrong: fix settings or the environment
 │   ├── EmbedderMismatchError    the store was indexed with another text encoder
 │   ├── SchemaVersionError       the database was written by a newer personavlm
@@ -46,6 +48,7 @@ __all__ = [
     "ProtocolError",
     "SchemaVersionError",
     "StoreError",
+    "UserGoneError",
     "ValidationError",
 ]
 
@@ -70,6 +73,10 @@ class ConflictError(InputError):
     """The request contradicts the stored state; nothing was written."""
 
 
+class UserGoneError(ConflictError):
+    """The user was deleted while the request ran; nothing of it was stored."""
+
+
 class ConfigError(PersonaVLMError):
     """Settings or environment are wrong."""
 
@@ -92,6 +99,10 @@ class StoreError(PersonaVLMError):
 
 class ModelError(PersonaVLMError):
     """The chat model or its server failed or misbehaved: retry later, or fix its set-up."""
+
+    # Set by the agent when the user's message was kept (as a failed turn) before this
+    # error reached the caller: the user's words are never lost to a model's fault.
+    kept_turn_id: int | None = None
 
 
 class ModelConnectionError(ModelError, ConnectionError):

@@ -45,7 +45,10 @@ class ScriptedResponse:
     `body` is sent as given: a dict as JSON, a str or bytes verbatim (to script malformed
     answers). Without a body, a status below 400 sends a well-formed chat completion of
     `text`, and an error status sends an OpenAI-style `{"error": {...}}`. The server waits
-    `delay_s` before answering (to script latency or timeouts).
+    `delay_s` before answering (to script latency or timeouts); with `drip_s` it then sends
+    the body one byte every `drip_s` seconds (a server that is alive but hopelessly slow);
+    with `truncate_to` it announces the whole body but sends only that many bytes and
+    closes (a reply cut off mid-way).
     """
 
     status: int = 200
@@ -53,6 +56,8 @@ class ScriptedResponse:
     headers: Mapping[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     text: str = ""
+    drip_s: float = 0.0
+    truncate_to: int | None = None
 
 
 Handler = Callable[[dict[str, Any]], "str | ScriptedResponse"]
@@ -168,7 +173,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         # Wait on the stop event, not time.sleep: stop() must not sit out a scripted delay.
         if answer.delay_s > 0 and self.owner._stopping.wait(answer.delay_s):
             return
-        self._send(answer.status, self._body(answer, request), answer.headers)
+        self._send(answer.status, self._body(answer, request), answer.headers, answer)
 
     @staticmethod
     def _body(answer: ScriptedResponse, request: dict[str, Any]) -> Mapping[str, Any] | str | bytes:
@@ -183,7 +188,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         return chat_completion(answer.text, request)
 
     def _send(
-        self, status: int, body: Mapping[str, Any] | str | bytes, headers: Mapping[str, str]
+        self,
+        status: int,
+        body: Mapping[str, Any] | str | bytes,
+        headers: Mapping[str, str],
+        answer: ScriptedResponse | None = None,
     ) -> None:
         if isinstance(body, bytes):
             data = body
@@ -198,9 +207,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
             for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(data)
+            self._write_body(data, answer)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (its timeout); nothing is owed to it
+
+
+    def _write_body(self, data: bytes, answer: ScriptedResponse | None) -> None:
+        if answer is not None and answer.truncate_to is not None:
+            data = data[: answer.truncate_to]
+        if answer is None or answer.drip_s <= 0:
+            self.wfile.write(data)
+            return
+        for index in range(len(data)):
+            self.wfile.write(data[index : index + 1])
+            self.wfile.flush()
+            if self.owner._stopping.wait(answer.drip_s):
+                return
 
 
 class ScriptedOpenAIServer:

@@ -3,7 +3,10 @@
 The paper's histories carry wall-clock times without a zone ("2024-03-05 14:30"), and its
 prompts show them with the weekday. We keep them naive: a memory's time is the user's local
 time of the turn that produced it. Stored form is 'YYYY-MM-DD HH:MM:SS', which sorts as text
-in SQLite and compares as text in SQL filters.
+in SQLite and compares as text in SQL filters. That holds for four-digit years only, so
+`parse_time` accepts years MIN_YEAR..MAX_YEAR and nothing else (datetime itself allows 1..9999,
+and `strftime('%Y')` writes year 999 as '999', which sorts after '2024' and does not parse
+back).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 from personavlm.errors import ValidationError
 
 __all__ = [
+    "MAX_YEAR",
+    "MIN_YEAR",
     "STORAGE_FORMAT",
     "TimeWindow",
     "display_time",
@@ -30,29 +35,44 @@ __all__ = [
 
 STORAGE_FORMAT = "%Y-%m-%d %H:%M:%S"
 _INPUT_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")
+# The years a stored time can have: four digits, so the text form sorts and parses back.
+MIN_YEAR = 1000
+MAX_YEAR = 9999
 
 
 def parse_time(value: str | datetime, *, field: str = "time") -> datetime:
-    """Parse 'YYYY-MM-DD HH:MM' (seconds and a 'T' separator are accepted too)."""
+    """Parse 'YYYY-MM-DD HH:MM' (seconds and a 'T' separator are accepted too); a datetime
+    is checked the same way. Years outside MIN_YEAR..MAX_YEAR are refused."""
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             raise ValidationError(
                 f"{field}: {value.isoformat()} carries a time zone; give the user's naive local "
                 "time (conversation times have no zone)"
             )
-        return value.replace(microsecond=0)
+        return _in_year_range(value.replace(microsecond=0), field)
     if not isinstance(value, str):
         raise ValidationError(f"{field}: expected a string 'YYYY-MM-DD HH:MM', got {value!r}")
     text = value.strip()
     for fmt in _INPUT_FORMATS:
         try:
-            return datetime.strptime(text, fmt)
+            parsed = datetime.strptime(text, fmt)
         except ValueError:
             continue
+        return _in_year_range(parsed, field)
     raise ValidationError(
         f"{field}: {value!r} is not a valid time; expected 'YYYY-MM-DD HH:MM', "
         "for example '2024-03-05 14:30'"
     )
+
+
+def _in_year_range(value: datetime, field: str) -> datetime:
+    # strptime's %Y takes '0999' (year 999): refused here with the datetime branch, once.
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValidationError(
+            f"{field}: year {value.year} is out of range; times must fall in the years "
+            f"{MIN_YEAR}..{MAX_YEAR}"
+        )
+    return value
 
 
 def to_storage(value: datetime) -> str:

@@ -16,20 +16,29 @@ the job is durable: see agent/worker.py.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from personavlm.agent.calls import CallSettings
 from personavlm.agent.context import prompt, response_message
-from personavlm.agent.exchange import Exchange, close_session, record_exchange
+from personavlm.agent.exchange import (
+    Exchange,
+    close_session,
+    fit_reply,
+    record_exchange,
+    record_unanswered,
+)
 from personavlm.agent.protocol import Protocol
 from personavlm.agent.respond import run_response
 from personavlm.agent.trace import Trace, UpdateReport
 from personavlm.agent.update import UpdatePhase
 from personavlm.agent.worker import BackgroundWorker, Worker
-from personavlm.errors import ConflictError, ValidationError
+from personavlm.errors import ConflictError, ModelError, ValidationError
 from personavlm.media.blobs import ImageSource
 from personavlm.memory.records import DEFAULT_K, Hit, ImageRef, MemoryType
 from personavlm.memory.store import MemoryStore
@@ -91,6 +100,15 @@ class Response:
         }
 
 
+class _UserLock:
+    """A user's lock; weakly held, so users that stopped talking cost nothing."""
+
+    __slots__ = ("__weakref__", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
 class Assistant:
     def __init__(
         self, store: MemoryStore, model: ChatModel, config: AgentConfig | None = None
@@ -101,6 +119,10 @@ class Assistant:
         self.settings = CallSettings(self.config.max_tokens, self.config.temperature)
         protocol = Protocol(str(self.config.protocol))
         self.worker = Worker(store, UpdatePhase(store, model, protocol, self.settings))
+        self._user_locks: weakref.WeakValueDictionary[str, _UserLock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._locks_guard = threading.Lock()
         self._background: BackgroundWorker | None = None
         if self.config.update == "background":
             self._background = BackgroundWorker(self.worker)
@@ -111,6 +133,11 @@ class Assistant:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def worker_problem(self) -> str | None:
+        """Why the background worker is not healthy (None: healthy, or none runs here)."""
+        return None if self._background is None else self._background.problem
 
     def close(self) -> None:
         """Stop the background worker; later updates are only queued (pending jobs stay
@@ -128,17 +155,36 @@ class Assistant:
         images: Sequence[ImageSource] = (),
         time: str | datetime | None = None,
     ) -> Response:
-        """Answer one message; the exchange is stored and its update queued (and run, inline)."""
-        when, refs = self._incoming(user_id, text, images, time)
-        answer, trace = self._respond(user_id, text, refs, when)
-        user_turn = TurnInput.create(
-            time=when, role="user", text=text, image_ids=tuple(r.id for r in refs)
-        )
-        reply_turn = TurnInput.create(time=when, role="assistant", text=answer)
-        exchange = record_exchange(self.store, user_id, user_turn, reply_turn)
+        """Answer one message; the exchange is stored and its update queued (and run, inline).
+
+        Without `time` the exchange takes its time when it is stored, so overlapping calls of
+        one user are appended in the order they finish; with `time` the user's calls run one
+        at a time (each checks its time against the log before asking the model). A model
+        that fails raises ModelError after the message is kept as a failed turn
+        (`error.kept_turn_id`); a user deleted meanwhile raises UserGoneError, storing
+        nothing."""
+        with self._turns_of(user_id, serialised=time is not None):
+            epoch = self.store.user_epoch(user_id)
+            when, refs = self._incoming(user_id, text, images, time)
+            user_turn = TurnInput.create(
+                time=when, role="user", text=text, image_ids=tuple(r.id for r in refs)
+            )
+            try:
+                answer, trace = self._respond(user_id, text, refs, when)
+            except ModelError as exc:
+                kept = record_unanswered(
+                    self.store, user_id, user_turn, epoch=epoch, stamp_now=time is None
+                )
+                exc.kept_turn_id = kept.id
+                raise
+            answer, trace.notes = fit_reply(answer)
+            reply_turn = TurnInput.create(time=when, role="assistant", text=answer)
+            exchange = record_exchange(
+                self.store, user_id, user_turn, reply_turn, epoch=epoch, stamp_now=time is None
+            )
         assert exchange is not None  # new turns have no ids, so they are always stored
         trace.updates = self._after_exchange(user_id, exchange)
-        return Response(answer, trace, exchange)
+        return Response(exchange.assistant_turn.text, trace, exchange)
 
     def ask(
         self,
@@ -217,7 +263,8 @@ class Assistant:
         check_user_id(user_id)
         check_text(text, field="message", allow_empty=bool(images))
         when = local_now() if time is None else parse_time(time)
-        self._check_order(user_id, when)
+        if time is not None:  # without a time, the exchange is stamped when it is stored
+            self._check_order(user_id, when)
         return when, [self.store.store_image(source) for source in images]
 
     def _respond(
@@ -257,6 +304,17 @@ class Assistant:
             note = f"waits behind failed job {blocked.job_id}" if blocked else "still queued"
             reports.append(UpdateReport(exchange.job_id, user_id, "turn", "queued", error=note))
         return reports
+
+    @contextmanager
+    def _turns_of(self, user_id: str, *, serialised: bool) -> Iterator[None]:
+        """The user's lock when `serialised` (explicit times: one call at a time per user)."""
+        if not serialised:
+            yield
+            return
+        with self._locks_guard:
+            lock = self._user_locks.setdefault(user_id, _UserLock())
+        with lock.lock:
+            yield
 
     def _check_order(self, user_id: str, when: datetime) -> None:
         latest = self.store.latest_turn(user_id) if self.store.has_user(user_id) else None

@@ -9,11 +9,12 @@ with the error). A second failure raises ProtocolError carrying the last reply.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from personavlm.agent.trace import ModelCall, Phase
 from personavlm.errors import ProtocolError
+from personavlm.models import deadline
 from personavlm.models.base import ChatModel, Message, Reply
 
 __all__ = ["CallSettings", "call", "call_parsed"]
@@ -42,12 +43,20 @@ def call(
     calls: list[ModelCall],
     schema: Mapping[str, Any] | None = None,
 ) -> Reply:
+    budget = deadline.current()
+    if budget is not None:  # a cancelled or spent request makes no further calls
+        budget.check()
     reply = model.generate(
         messages,
         max_tokens=settings.max_tokens,
         temperature=settings.temperature,
         schema=schema,
     )
+    # A reply is text from outside: an unpaired surrogate in it (a server's JSON may say
+    # "\ud800") could be neither stored nor sent on; it becomes U+FFFD here, once.
+    text = reply.text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if text != reply.text:
+        reply = replace(reply, text=text)
     calls.append(
         ModelCall(
             phase,

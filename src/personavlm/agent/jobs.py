@@ -116,7 +116,7 @@ def finish(
     the job's completion. A crash leaves all of it or none."""
     prepared = store.prepare(job.user_id, ops)
     with store.transaction(job.user_id) as tx:
-        tx.users.ensure(job.user_id)
+        tx.users.require(job.user_id)  # a user deleted meanwhile is not brought back
         applied = tx.memories.apply(job.user_id, prepared, "agent")
         if reading is not None and not tx.personality.has_reading_for(job.user_id, reading.turn_id):
             tx.personality.record(job.user_id, reading.reading, reading.turn_id, reading.time, None)

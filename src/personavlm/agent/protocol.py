@@ -186,7 +186,9 @@ def _keywords(value: str | None) -> str:
 
 def _parse_json_step(text: str) -> Action:
     try:
-        data = json.loads(_strip_fence(text))
+        # JSON may spell an unpaired surrogate ("\ud800"): such text can be neither stored
+        # nor sent on, so it becomes U+FFFD as it is read.
+        data = json.loads(_strip_fence(text), object_hook=_without_surrogates)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"the reply is not one JSON object: {exc}") from exc
     if not isinstance(data, dict):
@@ -210,6 +212,15 @@ def _parse_json_step(text: str) -> Action:
                 raise ProtocolError(f'"{name}" must be a string or null')
         return RetrieveAction(think.strip(), keywords.strip(), start or None, end or None)
     raise ProtocolError(f'"action" must be "answer" or "retrieve", got {action!r}')
+
+
+def _without_surrogates(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        if isinstance(value, str)
+        else value
+        for key, value in data.items()
+    }
 
 
 def _strip_fence(text: str) -> str:

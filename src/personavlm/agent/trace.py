@@ -193,6 +193,9 @@ class Trace:
     calls: list[ModelCall] = field(default_factory=list)
     updates: list[UpdateReport] = field(default_factory=list)
     failed: bool = False  # the answer is a fallback after a protocol failure
+    # What the agent had to change in the model's answer before storing it (too long, NUL
+    # characters, unpaired surrogates): the model's fault, said here, never the user's 400.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def retrievals(self) -> int:
@@ -207,6 +210,7 @@ class Trace:
             "format": TRACE_FORMAT,
             "protocol": self.protocol,
             "failed": self.failed,
+            "notes": list(self.notes),
             "steps": [s.to_dict() for s in self.steps],
             "calls": [c.to_dict() for c in self.calls],
             "updates": [u.to_dict() for u in self.updates],

@@ -10,7 +10,10 @@
 
 Proposals are checked against memory before anything is written: an id the model was not
 shown is dropped, an ADD that repeats an active memory and an UPDATE that changes nothing
-become NOOPs, each with a note in the report. The rest goes through `MemoryStore.apply` in one
+become NOOPs, each with a note in the report. Each job is bounded (MAX_TURN_OPS,
+MAX_SESSION_OPS, MAX_MEMORY_CHARS: UpdatePhase parameters): an operation past the number one
+job may write, or with a memory text over the length limit, is dropped with a note in the
+report too, before anything is written. The rest goes through `MemoryStore.apply` in one
 transaction with the personality reading and the job's completion, so every change is in
 history, can be undone, and happens exactly once.
 """
@@ -42,10 +45,12 @@ from personavlm.agent.formats import (
 from personavlm.agent.jobs import SessionJob, TurnJob, TurnReading, decode, finish
 from personavlm.agent.protocol import Protocol, escape
 from personavlm.agent.trace import MemoryChange, ModelCall, Phase, UpdateReport
+from personavlm.errors import ConfigError
 from personavlm.media.blobs import BlobStore
 from personavlm.memory.queue import QueuedJob
 from personavlm.memory.records import Hit, Memory, MemoryType, Turn
 from personavlm.memory.store import MemoryStore
+from personavlm.memory.validate import MAX_TEXT_CHARS
 from personavlm.memory.writes import AddOp, InvalidateOp, MemoryOp, UpdateOp
 from personavlm.models.base import ChatModel, Message
 from personavlm.personality import Reading
@@ -57,6 +62,22 @@ __all__ = ["UpdatePhase"]
 CANDIDATES = 8
 MAX_PROCEDURAL = 5  # PAPER.md section 2: "at most ~5 short third-person sentences"
 
+# What one update job may write, so that a model gone wrong (or a hostile turn steering it)
+# cannot flood memory: every operation is embedded, indexed, kept in history and, for
+# semantic memory, shown again in later prompts.
+# - A turn job reads one exchange: the reference protocol proposes one memory per turn, and
+#   a rich exchange states a few facts. 16 leaves room for that plus updates and
+#   invalidations of the 8 candidates shown (CANDIDATES). The first 16 operations the model
+#   proposes are checked (each ADD costs a search for a duplicate); later ones are dropped.
+# - A session job writes one episodic memory per topic plus core and procedural keys: a
+#   long session has a dozen topics, the profile a few dozen keys, procedural at most 5.
+# - A memory is a sentence to a short paragraph. 2,000 characters (~500 tokens) is far past
+#   that; longer text is a transcript, which the turn log keeps already. It also bounds what
+#   the 8 candidates add to every later update prompt (~16k characters).
+MAX_TURN_OPS = 16
+MAX_SESSION_OPS = 64
+MAX_MEMORY_CHARS = 2_000
+
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
@@ -66,12 +87,30 @@ class _Plan:
 
 class UpdatePhase:
     def __init__(
-        self, store: MemoryStore, model: ChatModel, protocol: Protocol, settings: CallSettings
+        self,
+        store: MemoryStore,
+        model: ChatModel,
+        protocol: Protocol,
+        settings: CallSettings,
+        *,
+        max_turn_ops: int = MAX_TURN_OPS,
+        max_session_ops: int = MAX_SESSION_OPS,
+        max_memory_chars: int = MAX_MEMORY_CHARS,
     ) -> None:
+        for name, value in (
+            ("max_turn_ops", max_turn_ops),
+            ("max_session_ops", max_session_ops),
+            ("max_memory_chars", max_memory_chars),
+        ):
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
         self.store = store
         self.model = model
         self.protocol = protocol
         self.settings = settings
+        self.max_turn_ops = max_turn_ops
+        self.max_session_ops = max_session_ops
+        self.max_memory_chars = max_memory_chars
 
     def run(self, job: QueuedJob) -> UpdateReport:
         """Do one claimed job and finish it; model and store errors propagate (the caller
@@ -103,7 +142,8 @@ class UpdatePhase:
         report.personality = self.store.personality(job.user_id).traits.to_dict()
 
     def _candidates(self, user_id: str, user_turn: Turn, answer: Turn) -> list[Hit]:
-        query = f"{user_turn.text}\n{answer.text}".strip()
+        # Both turns may each be as long as a text may be: the query keeps what fits.
+        query = f"{user_turn.text}\n{answer.text}".strip()[:MAX_TEXT_CHARS]
         if not query:
             return []
         return self.store.search(user_id, query, types=["semantic"], k=CANDIDATES)
@@ -175,19 +215,38 @@ class UpdatePhase:
         self, user_id: str, proposals: Sequence[Proposal], candidates: Sequence[Hit], turn: Turn
     ) -> _Plan:
         shown = {hit.memory.id: hit.memory for hit in candidates}
+        kept, over = self._within_turn_limit(proposals)
         ops: list[MemoryOp] = []
         changes: list[MemoryChange] = []
         skipped: list[MemoryChange] = []
         touched: set[int] = set()
         added: set[str] = set()
-        for p in proposals:
+        for p in kept:
             change, op = self._check_proposal(user_id, p, shown, touched, added, turn)
             if op is None:
                 skipped.append(change)
                 continue
             ops.append(op)
             changes.append(change)
-        return _Plan(ops, changes + skipped)
+        return _Plan(ops, changes + skipped + over)
+
+    def _within_turn_limit(
+        self, proposals: Sequence[Proposal]
+    ) -> tuple[list[Proposal], list[MemoryChange]]:
+        """The proposals to check: every NOOP (it writes nothing) and the first
+        `max_turn_ops` others; the rest dropped unread, each with a note."""
+        kept: list[Proposal] = []
+        dropped: list[MemoryChange] = []
+        writing = 0
+        note = f"over the limit of {self.max_turn_ops} operations per turn update; dropped"
+        for p in proposals:
+            if p.op != "NOOP" and writing == self.max_turn_ops:
+                content = _preview(p.content, self.max_memory_chars)
+                dropped.append(MemoryChange("noop", "semantic", p.memory_id, content, note))
+                continue
+            writing += p.op != "NOOP"
+            kept.append(p)
+        return kept, dropped
 
     def _check_proposal(
         self,
@@ -199,10 +258,14 @@ class UpdatePhase:
         turn: Turn,
     ) -> tuple[MemoryChange, MemoryOp | None]:
         def noop(note: str) -> tuple[MemoryChange, None]:
-            return MemoryChange("noop", "semantic", p.memory_id, p.content, note), None
+            content = _preview(p.content, self.max_memory_chars)
+            return MemoryChange("noop", "semantic", p.memory_id, content, note), None
 
         if p.op == "NOOP":
             return noop("the model proposed no change")
+        too_long = _too_long(p.content, self.max_memory_chars)
+        if too_long is not None:  # before the duplicate search, which would embed it all
+            return noop(too_long)
         if p.op == "ADD":
             assert p.content is not None
             duplicate = self._active_duplicate(user_id, p.content)
@@ -246,7 +309,8 @@ class UpdatePhase:
         exchanges = _exchanges(turns)
         session = self._session_message(exchanges)
         topics = self._topics(session, report.calls)
-        ops, changes, dropped = _episodic_ops(topics, exchanges)
+        max_chars = self.max_memory_chars
+        ops, changes, dropped = _episodic_ops(topics, exchanges, max_chars)
         core = self.store.list(job.user_id, types=["core"], limit=1000)
         procedural = self.store.list(job.user_id, types=["procedural"], limit=1000)
         core_kv, procedural_kv = self._consolidate(session, core, procedural, report.calls)
@@ -256,11 +320,13 @@ class UpdatePhase:
             (MemoryType.CORE, core_kv, core),
             (MemoryType.PROCEDURAL, procedural_kv, procedural),
         ):
-            keyed_ops, keyed_changes = _keyed_ops(kind, entries, current, source, end)
-            ops += keyed_ops
-            changes += keyed_changes
+            keyed = _keyed_ops(kind, entries, current, source, end, max_chars)
+            ops += keyed.ops
+            changes += keyed.changes
+            dropped += keyed.dropped
+        ops, changes, over = _within_session_limit(ops, changes, self.max_session_ops, max_chars)
         applied = finish(self.store, job, ops)
-        report.changes = _with_ids(changes, applied) + dropped
+        report.changes = _with_ids(changes, applied) + dropped + over
 
     def _session_message(self, exchanges: Sequence[Sequence[Turn]]) -> PartsBuilder:
         ids = [i for pair in exchanges for t in pair for i in t.image_ids]
@@ -345,6 +411,21 @@ def _prefixed(text: str, session: PartsBuilder, blobs: BlobStore) -> Message:
     return PartsBuilder(blobs).text(text).extend(session.message("user")).message("user")
 
 
+def _preview(content: str | None, limit: int) -> str | None:
+    """Content as a report shows it: a text over the memory limit cut there (the report of
+    a refused flood must not carry the flood)."""
+    if content is None or len(content) <= limit:
+        return content
+    return content[:limit] + "..."
+
+
+def _too_long(content: str | None, limit: int) -> str | None:
+    """The note for a memory text over `limit` characters; None when it fits."""
+    if content is None or len(content) <= limit:
+        return None
+    return f"content is {len(content):,} characters; the limit is {limit:,} per memory; dropped"
+
+
 def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().rstrip(".!").casefold()
 
@@ -365,14 +446,20 @@ def _exchanges(turns: Sequence[Turn]) -> list[list[Turn]]:
 
 
 def _episodic_ops(
-    topics: Sequence[Topic], exchanges: Sequence[Sequence[Turn]]
+    topics: Sequence[Topic], exchanges: Sequence[Sequence[Turn]], max_chars: int
 ) -> tuple[list[MemoryOp], list[MemoryChange], list[MemoryChange]]:
     """One episodic memory per topic over the turns of its exchanges; the changes for the
-    ops, and the topics dropped (naming no exchange of the session) with their notes."""
+    ops, and the topics dropped (naming no exchange of the session, or a summary over
+    `max_chars`) with their notes."""
     ops: list[MemoryOp] = []
     changes: list[MemoryChange] = []
     dropped: list[MemoryChange] = []
     for topic in topics:
+        too_long = _too_long(topic.summary, max_chars)
+        if too_long is not None:
+            summary = _preview(topic.summary, max_chars)
+            dropped.append(MemoryChange("noop", "episodic", None, summary, too_long))
+            continue
         valid = [i for i in dict.fromkeys(topic.exchanges) if 0 <= i < len(exchanges)]
         if not valid:
             note = f"topic names no exchange of this session ({list(topic.exchanges)}); dropped"
@@ -386,31 +473,64 @@ def _episodic_ops(
     return ops, changes, dropped
 
 
+@dataclass(frozen=True, slots=True)
+class _Keyed:
+    ops: list[MemoryOp]
+    changes: list[MemoryChange]  # one per op, in order
+    dropped: list[MemoryChange]  # entries not applied, with why
+
+
 def _keyed_ops(
     kind: MemoryType,
     entries: Sequence[KeyValue],
     current: Sequence[Memory],
     source: tuple[int, ...],
     end: datetime,
-) -> tuple[list[MemoryOp], list[MemoryChange]]:
+    max_chars: int,
+) -> _Keyed:
     """Per-key operations: set a key whose value changed, remove a key given as null.
-    Keys the model leaves out stay as they are (an omission is not a deletion)."""
+    Keys the model leaves out stay as they are (an omission is not a deletion). Procedural
+    entries past MAX_PROCEDURAL and values over `max_chars` are dropped with a note."""
     held = {m.key: m for m in current}
-    ops: list[MemoryOp] = []
-    changes: list[MemoryChange] = []
-    limit = MAX_PROCEDURAL if kind is MemoryType.PROCEDURAL else None
-    for entry in list(dict((e.key, e) for e in entries).values())[:limit]:
+    result = _Keyed([], [], [])
+    unique = list(dict((e.key, e) for e in entries).values())
+    limit = MAX_PROCEDURAL if kind is MemoryType.PROCEDURAL else len(unique)
+    for entry in unique[limit:]:
+        note = f"over the {limit} {kind.value} entries kept per session close; dropped"
+        shown = f"{entry.key}: {'(remove)' if entry.value is None else entry.value}"
+        result.dropped.append(
+            MemoryChange("noop", kind.value, None, _preview(shown, max_chars), note)
+        )
+    for entry in unique[:limit]:
         old = held.get(entry.key)
         if entry.value is None:
             if old is not None:
-                ops.append(InvalidateOp(old.id, end))
-                changes.append(MemoryChange("invalidate", kind.value, old.id, old.content))
+                result.ops.append(InvalidateOp(old.id, end))
+                result.changes.append(MemoryChange("invalidate", kind.value, old.id, old.content))
+            continue
+        too_long = _too_long(entry.value, max_chars)
+        if too_long is not None:
+            content = _preview(f"{entry.key}: {entry.value}", max_chars)
+            result.dropped.append(MemoryChange("noop", kind.value, None, content, too_long))
             continue
         if old is not None and _norm(old.content) == _norm(entry.value):
             continue
-        ops.append(AddOp(kind, entry.value, entry.key, (), source, (), end))
-        changes.append(MemoryChange("add", kind.value, None, f"{entry.key}: {entry.value}"))
-    return ops, changes
+        result.ops.append(AddOp(kind, entry.value, entry.key, (), source, (), end))
+        result.changes.append(MemoryChange("add", kind.value, None, f"{entry.key}: {entry.value}"))
+    return result
+
+
+def _within_session_limit(
+    ops: list[MemoryOp], changes: list[MemoryChange], limit: int, max_chars: int
+) -> tuple[list[MemoryOp], list[MemoryChange], list[MemoryChange]]:
+    """The first `limit` operations of a session job (episodic, then core, then procedural,
+    as produced) and their changes; each later one dropped, as a noop with a note."""
+    note = f"over the limit of {limit} operations per session update; dropped"
+    over = [
+        MemoryChange("noop", c.memory_type, c.memory_id, _preview(c.content, max_chars), note)
+        for c in changes[limit:]
+    ]
+    return ops[:limit], changes[:limit], over
 
 
 def _with_ids(changes: list[MemoryChange], applied: Sequence[Memory]) -> list[MemoryChange]:

@@ -10,23 +10,72 @@ dropped, and a crashed worker's lease runs out so another worker picks its job u
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from personavlm.agent.trace import UpdateReport
 from personavlm.agent.update import UpdatePhase
-from personavlm.errors import PersonaVLMError
+from personavlm.errors import NotFoundError, PersonaVLMError
 from personavlm.memory.store import MemoryStore
 
-__all__ = ["BackgroundWorker", "Worker"]
+__all__ = ["BackgroundWorker", "Claimant", "Worker", "release_orphaned_claims"]
+
+log = logging.getLogger("personavlm.worker")
+
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
-def _default_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+def _boot_id() -> str:
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:  # not Linux: only the pid tells whether a claimant is gone
+        return "unknown"
+
+
+class Claimant:
+    """Who holds a claim: `host|boot id|pid|nonce`. A claim made on this host, before its
+    last boot or by a process that is gone, belongs to nobody: a worker starting up frees it
+    at once instead of waiting out the lease (release_orphaned_claims)."""
+
+    @staticmethod
+    def name() -> str:
+        return f"{socket.gethostname()}|{_boot_id()}|{os.getpid()}|{uuid.uuid4().hex[:6]}"
+
+    @staticmethod
+    def is_gone(name: str) -> bool:
+        parts = name.split("|")
+        if len(parts) != 4 or parts[0] != socket.gethostname():
+            return False  # another host's (or an older personavlm's) claim: its lease decides
+        _host, boot, pid, _nonce = parts
+        if boot != _boot_id():
+            return True
+        return not pid.isdigit() or not _process_alive(int(pid))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def release_orphaned_claims(store: MemoryStore) -> int:
+    """Free the claims of workers that died on this host (kill -9, a crash, a reboot);
+    their jobs run again now. How many were freed."""
+    freed = store.release_claims(Claimant.is_gone)
+    if freed:
+        log.warning("freed %d update job claim(s) of workers that are gone", freed)
+    return freed
 
 
 class Worker:
@@ -40,7 +89,7 @@ class Worker:
     ) -> None:
         self.store = store
         self.phase = phase
-        self.name = name or _default_name()
+        self.name = name or Claimant.name()
         self.lease_s = lease_s
 
     def run_once(
@@ -66,7 +115,14 @@ class Worker:
             error = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # a bug must not lose the job either: record it, retry later
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-        self.store.fail_job(job, error)
+        log.warning(
+            "update job %d (%s) of user %r failed (attempt %d): %s",
+            job.id, job.kind, job.user_id, job.attempts, error.splitlines()[0],
+        )  # fmt: skip
+        try:
+            self.store.fail_job(job, error)
+        except NotFoundError:  # the user was deleted meanwhile: the job went with them
+            return UpdateReport(job.id, job.user_id, job.kind, "dropped", error=error)
         return UpdateReport(job.id, job.user_id, job.kind, "failed", error=error)
 
     def drain(
@@ -107,18 +163,26 @@ class Worker:
 
 
 class BackgroundWorker:
-    """A Worker in a daemon thread, for `respond` calls that should not wait for updates."""
+    """A Worker in a daemon thread, for `respond` calls that should not wait for updates.
+
+    Supervised: whatever escapes the worker's loop (a bug, the database gone for a while) is
+    logged and the loop starts again after a pause (1 s, doubling to 60 s), so one bad moment
+    never leaves every user's updates pending for good. `problem` says why it is not
+    healthy, for /healthz."""
+
+    _FIRST_PAUSE_S = 1.0
+    _MAX_PAUSE_S = 60.0
 
     def __init__(self, worker: Worker, *, poll_s: float = 2.0) -> None:
         self.worker = worker
+        self.poll_s = poll_s
+        self.restarts = 0
+        self.last_crash: str | None = None
+        self._crashed_at = float("-inf")
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(
-            target=worker.serve,
-            args=(self._stop,),
-            kwargs={"wake": self._wake, "poll_s": poll_s},
-            name=f"personavlm-update-{worker.name}",
-            daemon=True,
+            target=self._supervise, name=f"personavlm-update-{worker.name}", daemon=True
         )
 
     def start(self) -> None:
@@ -127,8 +191,39 @@ class BackgroundWorker:
     def notify(self) -> None:
         self._wake.set()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def problem(self) -> str | None:
+        """None while healthy; otherwise what is wrong, in words."""
+        if not self._thread.is_alive() and not self._stop.is_set():
+            return "the update worker thread is not running"
+        if self.last_crash is not None and self._crashed_recently():
+            return f"the update worker restarted after: {self.last_crash}"
+        return None
+
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop after the job in hand (a job cut off here is retried: its lease runs out)."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout_s)
+
+    def _supervise(self) -> None:
+        pause = self._FIRST_PAUSE_S
+        while not self._stop.is_set():
+            try:
+                self.worker.serve(self._stop, wake=self._wake, poll_s=self.poll_s)
+            except Exception as exc:
+                self.restarts += 1
+                self.last_crash = f"{type(exc).__name__}: {exc}"
+                self._crashed_at = time.monotonic()
+                log.exception("the update worker crashed; restarting in %.0f s", pause)
+                self._stop.wait(pause)
+                pause = min(pause * 2, self._MAX_PAUSE_S)
+            else:
+                return
+
+    def _crashed_recently(self) -> bool:
+        return time.monotonic() - self._crashed_at < self._MAX_PAUSE_S

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from personavlm.errors import ConfigError, InputError, ModelError, PersonaVLMError, StoreError
+from personavlm.errors import (
+    ConfigError,
+    InputError,
+    ModelError,
+    NotFoundError,
+    PersonaVLMError,
+    StoreError,
+    ValidationError,
+)
 from personavlm.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -27,10 +35,12 @@ __all__ = [
     "DbOption",
     "EmbedderOption",
     "JsonOption",
+    "check_count",
     "emit",
     "fail_on_errors",
     "open_store",
     "progress_bar",
+    "stored_id",
 ]
 
 DbOption = typer.Option(
@@ -49,12 +59,33 @@ EmbedderOption = typer.Option(
 )
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
+# Row ids and SQL counts are signed 64-bit on both engines; a larger int reaching the driver
+# is an OverflowError with a traceback, not an answer. (server/pagination.py says the same
+# for the service; the CLI must not import the server to print its help.)
+MAX_ROW_ID = 2**63 - 1
+
 EXIT_CODES: tuple[tuple[type[PersonaVLMError], int], ...] = (
     (InputError, 2),
     (ConfigError, 3),
     (StoreError, 4),
     (ModelError, 5),
 )
+
+
+def stored_id(value: int, what: str, user_id: str | None = None) -> int:
+    """An id from the command line: NotFoundError (exit 2) for one outside 1..MAX_ROW_ID,
+    which no row can have, worded like the store's answer for a missing row."""
+    if not 1 <= value <= MAX_ROW_ID:
+        owner = "" if user_id is None else f" for user {user_id!r}"
+        raise NotFoundError(f"no {what} {value}{owner} (ids are 1..{MAX_ROW_ID})")
+    return value
+
+
+def check_count(value: int, flag: str, *, least: int) -> int:
+    """A count or offset flag: ValidationError (exit 2) outside least..MAX_ROW_ID."""
+    if not least <= value <= MAX_ROW_ID:
+        raise ValidationError(f"{flag} must be in {least}..{MAX_ROW_ID}, got {value}")
+    return value
 
 
 def settings(db: str | None, embedder: str | None) -> Settings:

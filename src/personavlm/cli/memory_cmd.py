@@ -7,12 +7,15 @@ from typing import TYPE_CHECKING
 import typer
 
 from personavlm.cli.common import (
+    MAX_ROW_ID,
     DbOption,
     EmbedderOption,
     JsonOption,
+    check_count,
     emit,
     fail_on_errors,
     open_store,
+    stored_id,
 )
 from personavlm.errors import ValidationError
 from personavlm.timeutil import to_storage
@@ -66,7 +69,7 @@ def get(
 ) -> None:
     """Show one memory.  Example: personavlm memory get --user ann 12"""
     with fail_on_errors(), open_store(db, embedder) as store:
-        memory = store.get(user, memory_id)
+        memory = store.get(user, stored_id(memory_id, "memory", user))
         emit(memory.to_dict(), as_json=as_json, text=format_memory(memory))
 
 
@@ -98,8 +101,8 @@ def list_memories(
             key=key,
             start=start,
             end=end,
-            limit=limit,
-            offset=offset,
+            limit=check_count(limit, "--limit", least=1),
+            offset=check_count(offset, "--offset", least=0),
         )
         emit(
             [m.to_dict() for m in memories],
@@ -126,7 +129,7 @@ def update(
     with fail_on_errors(), open_store(db, embedder) as store:
         memory = store.update(
             user,
-            memory_id,
+            stored_id(memory_id, "memory", user),
             content=content,
             keywords=None if keywords is None else _split(keywords),
             time=time,
@@ -149,6 +152,7 @@ def invalidate(
     Example: personavlm memory invalidate --user ann 12 --time "2024-05-01 09:00"
     """
     with fail_on_errors(), open_store(db, embedder) as store:
+        memory_id = stored_id(memory_id, "memory", user)
         memory = store.invalidate(user, memory_id, time=time, actor="cli")
         emit(memory.to_dict(), as_json=as_json, text=format_memory(memory))
 
@@ -163,7 +167,7 @@ def delete(
 ) -> None:
     """Delete a memory (undo can bring it back).  Example: personavlm memory delete --user ann 12"""
     with fail_on_errors(), open_store(db, embedder) as store:
-        memory = store.delete(user, memory_id, actor="cli")
+        memory = store.delete(user, stored_id(memory_id, "memory", user), actor="cli")
         emit(memory.to_dict(), as_json=as_json, text=format_memory(memory))
 
 
@@ -177,7 +181,7 @@ def history(
 ) -> None:
     """Every change to a memory.  Example: personavlm memory history --user ann 12"""
     with fail_on_errors(), open_store(db, embedder) as store:
-        events = store.history(user, memory_id)
+        events = store.history(user, stored_id(memory_id, "memory", user))
         emit(
             [e.to_dict() for e in events],
             as_json=as_json,
@@ -198,6 +202,7 @@ def undo(
     Example: personavlm memory undo --user ann 31
     """
     with fail_on_errors(), open_store(db, embedder) as store:
+        event_id = stored_id(event_id, "memory event", user)
         event = store.undo(user, event_id, actor="cli")
         emit(event.to_dict(), as_json=as_json, text=format_event(event))
 
@@ -215,7 +220,7 @@ def timeline(
     Example: personavlm memory timeline --user ann 12
     """
     with fail_on_errors(), open_store(db, embedder) as store:
-        chain = store.timeline(user, memory_id)
+        chain = store.timeline(user, stored_id(memory_id, "memory", user))
         emit(
             [m.to_dict() for m in chain],
             as_json=as_json,
@@ -287,6 +292,10 @@ def _split(text: str) -> list[str]:
 
 def _ids(text: str) -> list[int]:
     try:
-        return [int(part) for part in _split(text)]
+        found = [int(part) for part in _split(text)]
     except ValueError:
         raise ValidationError(f"--exclude takes comma-separated memory ids, got {text!r}") from None
+    # An id past int64 would reach the engines' filters (SQL, numpy) and overflow there.
+    if any(not 1 <= i <= MAX_ROW_ID for i in found):
+        raise ValidationError(f"--exclude takes memory ids in 1..{MAX_ROW_ID}, got {text!r}")
+    return found

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADMIN_KEY_ENV",
+    "MAX_IMAGE_PIXELS_ENV",
     "UpdateChoice",
     "require_server_extra",
     "run",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 ADMIN_KEY_ENV = "PERSONAVLM_ADMIN_KEY"
+MAX_IMAGE_PIXELS_ENV = "PERSONAVLM_MAX_IMAGE_PIXELS"
 MIB = 1024 * 1024
 
 
@@ -65,6 +67,13 @@ def serve(
     ),
     max_body_mb: float = typer.Option(20.0, "--max-body-mb", help="Largest request body."),
     max_image_mb: float = typer.Option(10.0, "--max-image-mb", help="Largest picture."),
+    max_image_pixels: int | None = typer.Option(
+        None,
+        "--max-image-pixels",
+        help="Largest picture in pixels (width x height); larger ones are refused with 400. "
+        f"Default: ${MAX_IMAGE_PIXELS_ENV}, else 40000000.",
+        show_default=False,
+    ),
 ) -> None:
     """Serve the personalised model, the memory API and the web page over HTTP.
 
@@ -84,6 +93,7 @@ def serve(
             protocol=protocol,
             max_body_mb=max_body_mb,
             max_image_mb=max_image_mb,
+            max_image_pixels=max_image_pixels,
         )
         run(config)
 
@@ -99,6 +109,7 @@ def service_config(
     protocol: Protocol = Protocol.JSON,
     max_body_mb: float = 20.0,
     max_image_mb: float = 10.0,
+    max_image_pixels: int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ServiceConfig:
     """Flags and the environment as one ServiceConfig (`env` defaults to os.environ)."""
@@ -125,6 +136,7 @@ def service_config(
         protocol=protocol,
         max_body_bytes=_bytes(max_body_mb, "--max-body-mb"),
         max_image_bytes=_bytes(max_image_mb, "--max-image-mb"),
+        **_pixel_limit(max_image_pixels, environ),
     )
 
 
@@ -147,6 +159,25 @@ def require_server_extra() -> None:
                 f"the service needs the server extra ({name} is missing): "
                 "pip install 'personavlm[server]' -c constraints.txt"
             )
+
+
+def _pixel_limit(flag: int | None, environ: Mapping[str, str]) -> dict[str, int]:
+    """max_image_pixels from the flag, else the environment; nothing (the config's default)
+    when neither is given. ConfigError names where a bad value came from."""
+    if flag is not None:
+        value, source = flag, "--max-image-pixels"
+    else:
+        raw = environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+        if not raw:
+            return {}
+        source = MAX_IMAGE_PIXELS_ENV
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{source} must be a whole number of pixels, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{source} must be at least 1 pixel, got {value}")
+    return {"max_image_pixels": value}
 
 
 def _bytes(megabytes: float, flag: str) -> int:

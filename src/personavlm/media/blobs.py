@@ -10,6 +10,16 @@ A blob is written before the database row that names it, so a crash can leave an
 blob (harmless: same bytes, same name, the next ingest reuses it) but never a row naming a
 missing blob.
 
+Nothing is stored that is not a whole picture: `describe` (which `put` runs first) sniffs the
+type from the first bytes, then decodes the picture with Pillow (`verify_picture`): only the
+sniffed format's decoder is tried (bytes that start like a PNG and are something else do not
+decode), the size must be at most `max_pixels` (read from the header, before any pixel is
+decoded), and both `verify()` and a full `load()` of a fresh open must succeed (verify
+checks a PNG's chunks and checksums but not its compressed data, and checks a JPEG, GIF or
+WebP hardly at all). A truncated file or a decompression bomb (a small file declaring
+20000x20000 pixels) is a ValidationError and writes nothing. The type a data URL declares is not trusted or checked:
+the bytes decide (a JPEG sent as `data:image/png` is stored as the JPEG it is).
+
 This module is a leaf: it imports nothing of the memory engine.
 """
 
@@ -18,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 import os
 import re
 import tempfile
@@ -25,16 +36,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from personavlm.errors import NotFoundError, StoreError, ValidationError
+from personavlm.errors import ConfigError, NotFoundError, StoreError, ValidationError
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "MAX_IMAGE_BYTES",
     "BlobRef",
     "BlobStore",
     "ImageSource",
+    "check_max_pixels",
     "image_bytes",
     "is_blob_id",
     "sniff_mime",
+    "verify_picture",
 ]
 
 # An image as callers hand it over: a file path, the encoded bytes, or a data URL
@@ -42,6 +56,12 @@ __all__ = [
 ImageSource = Path | str | bytes
 
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
+# 40 megapixels: above what cameras save by default and three times what a vision model
+# takes in (Qwen2.5-VL's processor resizes to at most 12.8 MP), while decoding one costs at
+# most 160 MB (4 bytes a pixel). Pillow's own guard (Image.MAX_IMAGE_PIXELS, a global we do
+# not touch) warns from 89 MP and raises from 179 MP while opening; our limit is checked from
+# the header right after, before anything is decoded.
+DEFAULT_MAX_PIXELS = 40_000_000
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -52,6 +72,14 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"GIF89a", "image/gif"),
     (b"BM", "image/bmp"),
 )
+# Pillow's format name for each type we sniff; only these decoders are ever tried.
+_PILLOW_FORMATS = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/gif": "GIF",
+    "image/webp": "WEBP",
+    "image/bmp": "BMP",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +96,13 @@ def is_blob_id(value: str) -> bool:
     return _SHA256.fullmatch(value) is not None
 
 
+def check_max_pixels(value: int) -> int:
+    """A picture size limit as configured: ConfigError unless it is a whole number >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"the picture limit must be a whole number of pixels >= 1, got {value!r}")
+    return value
+
+
 def sniff_mime(data: bytes) -> str | None:
     """The image type from the file's first bytes; None when it is no image we know."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
@@ -79,18 +114,20 @@ def sniff_mime(data: bytes) -> str | None:
 
 
 class BlobStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.root = root
+        self.max_pixels = check_max_pixels(max_pixels)
 
     def describe(self, source: ImageSource) -> tuple[BlobRef, bytes]:
         """Validate an image (path, bytes or data URL) without writing it: its reference
-        and bytes."""
+        and bytes. The picture is decoded in full (`verify_picture`)."""
         data, label = image_bytes(source)
         mime = sniff_mime(data)
         if mime is None:
             raise ValidationError(
                 f"{label} is not a PNG, JPEG, GIF, WebP or BMP image (checked its first bytes)"
             )
+        verify_picture(data, mime, label, max_pixels=self.max_pixels)
         return BlobRef(hashlib.sha256(data).hexdigest(), mime, len(data)), data
 
     def put(self, source: ImageSource) -> BlobRef:
@@ -144,6 +181,48 @@ class BlobStore:
             os.replace(tmp, target)
         except OSError as exc:
             raise StoreError(f"could not write image blob {target}: {exc}") from exc
+
+
+def verify_picture(data: bytes, mime: str, label: str, *, max_pixels: int) -> None:
+    """ValidationError unless `data` decodes whole, as the format `mime` (sniffed from its
+    first bytes) says, in at most `max_pixels` pixels. Only the decoder of that format is
+    tried, so bytes that start like a PNG but are something else do not decode at all. Only
+    the first frame of an animation is decoded; its size is the one checked."""
+    # Pillow is imported here: importing the blob store (every CLI command) stays cheap.
+    from PIL import Image
+
+    expected = _PILLOW_FORMATS[mime]
+    try:
+        with Image.open(io.BytesIO(data), formats=[expected]) as header:
+            _check_pixels(header.size, label, max_pixels)
+            header.verify()  # structure and checksums, without decoding the pixels
+        with Image.open(io.BytesIO(data), formats=[expected]) as picture:
+            _check_pixels(picture.size, label, max_pixels)  # a fresh open: verify spends it
+            picture.load()  # every pixel of the first frame: finds data cut short
+    except ValidationError:
+        raise
+    except Image.DecompressionBombError as exc:
+        # Pillow's own guard (2 x Image.MAX_IMAGE_PIXELS) can fire before ours sees the size.
+        raise ValidationError(
+            f"{label} is too large a picture: {exc} (this store takes at most "
+            f"{max_pixels:,} pixels)"
+        ) from exc
+    except Exception as exc:
+        # Malformed files raise many kinds (OSError, SyntaxError, ValueError, EOFError,
+        # struct.error, ...): each means these bytes are no picture we can store or show.
+        raise ValidationError(
+            f"{label} is not a valid {expected} picture (it starts like one but does not "
+            f"decode: {str(exc) or type(exc).__name__}); send the whole, undamaged file"
+        ) from exc
+
+
+def _check_pixels(size: tuple[int, int], label: str, max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ValidationError(
+            f"{label} is {width}x{height} = {width * height:,} pixels; the limit is "
+            f"{max_pixels:,} pixels: send a smaller picture"
+        )
 
 
 def image_bytes(source: ImageSource) -> tuple[bytes, str]:

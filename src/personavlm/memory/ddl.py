@@ -47,7 +47,14 @@ __all__ = [
     "type_name",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+
+# Version 5's data step on both engines: a key's visible prefix keeps at most 4 characters
+# after the `pvk_` scheme (4 of any other key); 12 made a short key guessable from its row.
+SHORTEN_KEY_PREFIXES = (
+    "UPDATE api_keys SET prefix = CASE WHEN substr(prefix, 1, 4) = 'pvk_' "
+    "THEN substr(prefix, 1, 8) ELSE substr(prefix, 1, 4) END"
+)
 
 Dialect = Literal["sqlite", "postgres"]
 # id: the table's generated integer key; int: small counters and flags; bigint: ids of other
@@ -144,6 +151,7 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
 
 _MEMORY_TYPES = ("core", "semantic", "episodic", "procedural")
 _MEMORY_STATUSES = ("active", "superseded", "invalidated", "deleted")
+_TURN_STATUSES = ("ok", "failed")
 
 TABLES: tuple[Table, ...] = (
     Table("meta", (_text("key"), _text("value")), ("key",)),
@@ -172,6 +180,14 @@ TABLES: tuple[Table, ...] = (
             _text("caption", null=True),
             _text("image_ids", default="'[]'"),
             _text("created_at"),
+            # 'failed': a user's message the model never answered (kept, not lost: v5)
+            Column(
+                "status",
+                "text",
+                not_null=True,
+                default="'ok'",
+                check=_one_of("status", _TURN_STATUSES),
+            ),
         ),
         ("id",),
         unique=(("user_id", "ext_id"),),
@@ -341,6 +357,14 @@ TABLES: tuple[Table, ...] = (
         ("id",),
         unique=(("hash",),),
         indexes=(Index("api_keys_user", ("user_id",)),),
+    ),
+    # How often each user id was forgotten (v5), keyed by the id's sha256 so no deleted
+    # user's id stays readable. A write that began before a deletion sees another epoch and
+    # fails instead of bringing the user back (memory/users.py).
+    Table(
+        "user_epochs",
+        (_text("user_key"), Column("epoch", "bigint", not_null=True)),
+        ("user_key",),
     ),
 )
 

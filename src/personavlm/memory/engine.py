@@ -128,6 +128,11 @@ class Engine(Protocol):
 
     def replace_vectors(self, conn: Conn, vectors: list[tuple[int, Vectors]]) -> None: ...
 
+    def after_forget(self) -> None:
+        """After a user's rows are deleted and committed: leave nothing of them readable
+        that the engine can clear (SQLite: the write-ahead log)."""
+        ...
+
     def forget_user(self, conn: Conn, user_id: str) -> None:
         """Remove the user's index rows that no foreign key cascades."""
         ...

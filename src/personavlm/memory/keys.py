@@ -14,14 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from personavlm.errors import NotFoundError, ValidationError
+from personavlm.errors import ConflictError, NotFoundError, ValidationError
 from personavlm.memory.engine import Conn
 from personavlm.timeutil import from_storage, to_storage, to_storage_or_none, utc_now
 
-__all__ = ["KEY_PREFIX", "ApiKey", "KeyRepo", "new_secret"]
+__all__ = ["KEY_PREFIX", "ApiKey", "KeyRepo", "new_secret", "shown_prefix"]
 
 KEY_PREFIX = "pvk_"
-_SHOWN = 12
+# What of a secret is kept in view (to tell keys apart in listings): 4 characters after the
+# scheme. More would shrink the search for a short key's rest (a 16-character admin key with
+# 12 characters known is recovered from its sha256 in seconds).
+_SHOWN_AFTER_SCHEME = 4
 _COLUMNS = "id, user_id, label, prefix, created_at, revoked_at"
 
 
@@ -48,6 +51,12 @@ class ApiKey:
             "created_at": to_storage(self.created_at),
             "revoked_at": to_storage_or_none(self.revoked_at),
         }
+
+
+def shown_prefix(secret: str) -> str:
+    """The part of a secret stored in view: the scheme and 4 characters, or 4 characters."""
+    scheme = KEY_PREFIX if secret.startswith(KEY_PREFIX) else ""
+    return secret[: len(scheme) + _SHOWN_AFTER_SCHEME]
 
 
 def new_secret() -> str:
@@ -84,7 +93,7 @@ class KeyRepo:
         row = conn.execute(
             "INSERT INTO api_keys(hash, user_id, label, prefix, created_at) VALUES (?, ?, ?, ?, ?) "
             f"RETURNING {_COLUMNS}",
-            (digest, user_id, label, secret[:_SHOWN], to_storage(utc_now())),
+            (digest, user_id, label, shown_prefix(secret), to_storage(utc_now())),
         ).fetchone()
         return _from_row(row)
 
@@ -113,6 +122,14 @@ class KeyRepo:
 
     def revoke(self, key_id: int) -> ApiKey:
         conn = self._conn
+        live_admins = conn.execute(
+            "SELECT id FROM api_keys WHERE user_id IS NULL AND revoked_at IS NULL"
+        ).fetchall()
+        if [int(r[0]) for r in live_admins] == [key_id]:
+            raise ConflictError(
+                f"key {key_id} is the last live admin key: revoking it would lock every admin "
+                "out; create another admin key first, then revoke this one"
+            )
         row = conn.execute(
             "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL "
             f"RETURNING {_COLUMNS}",

@@ -230,6 +230,10 @@ class PostgresEngine:
             [(_vector_text(v), memory_id) for memory_id, v in vectors],
         )
 
+    def after_forget(self) -> None:
+        """Nothing here: deleted rows stay in their pages until VACUUM reclaims them (see
+        docs/service.md "Forgetting" for the VACUUM advice)."""
+
     def forget_user(self, conn: Any, user_id: str) -> None:
         """Nothing to do: the index rows cascade from the memories."""
 

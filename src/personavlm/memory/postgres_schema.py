@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from personavlm.memory import ddl
-from personavlm.memory.ddl import SCHEMA_VERSION
+from personavlm.memory.ddl import SCHEMA_VERSION, SHORTEN_KEY_PREFIXES
 from personavlm.memory.engine import Conn
 
 __all__ = ["PG_FIRST_VERSION", "PG_MIGRATIONS", "create_or_migrate"]
@@ -55,8 +55,16 @@ _TO_V4 = _statements(
     "WHERE dedupe_key IS NOT NULL",
 )
 
+# Version 5: turns get a status, user epochs make deletion final, key prefixes shrink.
+_TO_V5 = _statements(
+    "ALTER TABLE turns ADD COLUMN status TEXT NOT NULL DEFAULT 'ok' "
+    "CHECK (status IN ('ok', 'failed'))",
+    "CREATE TABLE user_epochs (user_key TEXT PRIMARY KEY, epoch BIGINT NOT NULL)",
+    SHORTEN_KEY_PREFIXES,
+)
+
 # PG_MIGRATIONS[v] takes a PostgreSQL store from version v to v + 1 (v >= PG_FIRST_VERSION).
-PG_MIGRATIONS: dict[int, PgMigration] = {3: _TO_V4}
+PG_MIGRATIONS: dict[int, PgMigration] = {3: _TO_V4, 4: _TO_V5}
 
 
 def create_or_migrate(conn: Conn, *, location: str) -> int:

@@ -129,6 +129,27 @@ class QueueRepo:
         )
         return _job_from_row(row, attempts=row[5] + 1)
 
+    def held_claims(self) -> list[tuple[int, str]]:
+        """(job id, claimant) of every pending job whose lease has not run out."""
+        rows = self._conn.execute(
+            "SELECT id, claimed_by FROM update_jobs WHERE status = 'pending' "
+            "AND claimed_by IS NOT NULL AND claimed_until >= ? ORDER BY id",
+            (to_storage(utc_now()),),
+        )
+        return [(int(row[0]), str(row[1])) for row in rows]
+
+    def release(self, job_ids: list[int]) -> int:
+        """End these claims now (their claimants are gone); the jobs are claimable again."""
+        released = 0
+        for job_id in job_ids:
+            cursor = self._conn.execute(
+                "UPDATE update_jobs SET claimed_by = NULL, claimed_until = NULL "
+                "WHERE id = ? AND status = 'pending'",
+                (job_id,),
+            )
+            released += cursor.rowcount
+        return released
+
     def finish(self, job_id: int) -> None:
         """Mark a job done, inside the transaction that applied its result."""
         cursor = self._conn.execute(

@@ -126,6 +126,9 @@ class Turn:
     text: str
     caption: str | None
     image_ids: tuple[str, ...]
+    # "failed": a user's message the model never answered (kept so nothing the user said is
+    # lost; no update job reads it as an exchange).
+    status: str = "ok"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -139,6 +142,7 @@ class Turn:
             "text": self.text,
             "caption": self.caption,
             "image_ids": list(self.image_ids),
+            "status": self.status,
         }
 
 

@@ -22,7 +22,9 @@ MEMORY_COLUMNS = (
     "id, user_id, type, key, content, keywords, image_ids, source_turn_ids, event_start, "
     "event_end, valid_from, valid_to, status, version, supersedes, created_at"
 )
-TURN_COLUMNS = "id, user_id, ext_id, session_id, time, role, speaker, text, caption, image_ids"
+TURN_COLUMNS = (
+    "id, user_id, ext_id, session_id, time, role, speaker, text, caption, image_ids, status"
+)
 
 # Format of the JSON snapshots in memory_event_changes. Bump it when a field is added, and keep
 # reading the old shape: undo compares only `status` and `valid_to`, which every version has.
@@ -62,6 +64,7 @@ def turn_from_row(row: Sequence[Any]) -> Turn:
         text=row[7],
         caption=row[8],
         image_ids=tuple(json.loads(row[9])),
+        status=row[10],
     )
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 
 from personavlm.errors import StoreError
 from personavlm.memory import ddl
-from personavlm.memory.ddl import SCHEMA_VERSION
+from personavlm.memory.ddl import SCHEMA_VERSION, SHORTEN_KEY_PREFIXES
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "rebuild_table"]
 
@@ -89,34 +89,75 @@ def _split_statements(sql: str) -> list[str]:
     return statements
 
 
-# Version 4: one schema description for both engines (memory/ddl.py). On SQLite that meant
-# AUTOINCREMENT keys, PostgreSQL's ON DELETE CASCADEs, memories_user_time, images without
-# `path` and a generic update queue: every table below changed and is rebuilt.
-_REBUILT_IN_V4 = (
-    "sessions",
-    "turns",
-    "images",
-    "memories",
-    "memory_events",
-    "personality_readings",
-    "update_jobs",
-    "api_keys",
-)
-# A session job's uniqueness (update_jobs_session) becomes its dedupe key.
-_V4_COMPUTED = {
-    "update_jobs": {"dedupe_key": "CASE WHEN kind = 'session' THEN 'session:' || session_id END"}
+# From version 4 on, the tables are whatever memory/ddl.py describes: after the frozen steps
+# above, a migration rebuilds every table whose definition differs from the rendered one
+# (`_rebuild_changed`), so no version's table definitions need freezing here. What a rebuild
+# cannot know goes below: columns filled from the old row, and data steps.
+#
+# Version 4: AUTOINCREMENT keys, PostgreSQL's ON DELETE CASCADEs, memories_user_time, images
+# without `path`, a generic update queue: a session job's uniqueness becomes its dedupe key.
+# Version 5: turns get a status ('failed': a message the model never answered), user epochs
+# (deletion is final), and API keys keep at most 4 characters after the scheme in view.
+_COMPUTED: dict[str, dict[str, tuple[str, str]]] = {
+    # table: {new column: (old column it needs, SQL over the old row)}
+    "update_jobs": {
+        "dedupe_key": ("session_id", "CASE WHEN kind = 'session' THEN 'session:' || session_id END")
+    },
 }
 
 
-def _to_v4(conn: sqlite3.Connection) -> None:
-    # ddl.py describes version 4 while SCHEMA_VERSION is 4; a later version that changes one
-    # of these tables must first freeze its version-4 definition here.
-    for name in _REBUILT_IN_V4:
-        rebuild_table(conn, ddl.table(name, "sqlite"), computed=_V4_COMPUTED.get(name, {}))
+def _shorten_key_prefixes(conn: sqlite3.Connection) -> None:
+    conn.execute(SHORTEN_KEY_PREFIXES)
 
 
-# MIGRATIONS[v] takes a database from version v to v + 1; a new database needs none of them.
-MIGRATIONS: dict[int, Migration] = {1: _script(_V2), 2: _script(_V3), 3: _to_v4}
+# MIGRATIONS[v]: the data step from version v to v + 1 (the rebuild runs after all of them).
+MIGRATIONS: dict[int, Migration] = {
+    1: _script(_V2),
+    2: _script(_V3),
+    3: lambda conn: None,  # all of v4 is the rebuild
+    4: _shorten_key_prefixes,
+}
+
+
+def _rebuild_changed(conn: sqlite3.Connection) -> None:
+    """Create missing tables and rebuild every table whose CREATE statement or indexes differ
+    from ddl.py's, as a new database renders them."""
+    wanted = _rendered_schema()
+    found = _live_schema(conn)
+    for table in ddl.tables("sqlite"):
+        if table.name not in found:
+            conn.execute(ddl.create_table(table, "sqlite"))
+            for statement in ddl.create_indexes(table):
+                conn.execute(statement)
+        elif found[table.name] != wanted[table.name]:
+            old = {row[1] for row in conn.execute(f'PRAGMA table_info("{table.name}")')}
+            computed = {
+                column: sql
+                for column, (needs, sql) in _COMPUTED.get(table.name, {}).items()
+                if needs in old
+            }
+            rebuild_table(conn, table, computed=computed)
+
+
+def _live_schema(conn: sqlite3.Connection) -> dict[str, tuple[str, frozenset[str]]]:
+    """Per table: its CREATE statement and its indexes' (SQLite's own autoindexes aside)."""
+    tables = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+    indexes: dict[str, set[str]] = {}
+    for table, sql in conn.execute(
+        "SELECT tbl_name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+    ):
+        indexes.setdefault(table, set()).add(sql)
+    return {name: (sql, frozenset(indexes.get(name, ()))) for name, sql in tables.items()}
+
+
+def _rendered_schema() -> dict[str, tuple[str, frozenset[str]]]:
+    fresh = sqlite3.connect(":memory:")
+    try:
+        for statement in ddl.render("sqlite"):
+            fresh.execute(statement)
+        return _live_schema(fresh)
+    finally:
+        fresh.close()
 
 
 def rebuild_table(
@@ -186,6 +227,7 @@ def migrate(conn: sqlite3.Connection, *, location: str) -> int:
     version = current_version(conn)
     ddl.bring_up(conn, found=version, location=location, dialect="sqlite", migrations=MIGRATIONS)
     if 0 < version < SCHEMA_VERSION:
+        _rebuild_changed(conn)
         _check_foreign_keys(conn, location)
     return version
     if version == 0:

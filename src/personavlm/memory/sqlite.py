@@ -15,6 +15,7 @@ per-user matrix, kept fresh through the audit log.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 import time
@@ -51,10 +52,7 @@ class SqliteEngine:
         self._local = threading.local()
         self._all: list[_Connection] = []
         self._all_lock = threading.Lock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the folder for {path}: {exc}") from exc
+        _create_private(path)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -95,6 +93,9 @@ class SqliteEngine:
             conn.engine = self
             self._enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
+            # Deleted rows are overwritten, not left in free pages: forgetting a user must
+            # leave nothing readable in the file (not only whatever the OS build defaults to).
+            conn.execute("PRAGMA secure_delete = ON")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
         except sqlite3.DatabaseError as exc:
@@ -216,12 +217,29 @@ class SqliteEngine:
         )
         self.vectors.clear()
 
+    def after_forget(self) -> None:
+        """Move the forgetting transaction out of the -wal file into the (zeroed) database
+        pages and truncate the log: until then a forgotten user's rows are still in it."""
+        with _mapped_errors(self.path, self.busy_timeout_s):
+            busy, _log, _moved = self.connection().execute(
+                "PRAGMA wal_checkpoint(TRUNCATE)"
+            ).fetchone()
+        if busy:
+            raise StoreError(
+                f"the user's rows are deleted, but readers kept {self.path}-wal from being "
+                "cleared (it may still hold them); run `PRAGMA wal_checkpoint(TRUNCATE)` when "
+                "the store is idle"
+            )
+
     def forget_user(self, conn: Any, user_id: str) -> None:
         # FTS5 tables take no foreign keys: their rows go by hand, before the memories.
         conn.execute(
             "DELETE FROM memory_fts WHERE rowid IN (SELECT id FROM memories WHERE user_id = ?)",
             (user_id,),
         )
+        # A delete only adds tombstones to FTS5's index: the user's words stay in the old
+        # segments until they are merged. Merging them all now leaves none behind.
+        conn.execute("INSERT INTO memory_fts(memory_fts) VALUES ('optimize')")
         self.vectors.forget(user_id)
 
 
@@ -233,6 +251,17 @@ def fts_tags(user_id: str, memory_type: MemoryType) -> str:
 def _user_token(user_id: str) -> str:
     # A hex digest is one token under any tokenizer, whatever characters the id has.
     return "u" + hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:20]
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file (and the folders it needs) readable by its owner only; the
+    -wal and -shm files SQLite makes later take the database file's mode."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        raise StoreError(f"cannot create {path}: {exc}") from exc
 
 
 @contextmanager

@@ -42,6 +42,12 @@ class AccountVerbs(StoreCore):
         with self.reading() as tx:
             return tx.users.created_at(user_id)
 
+    def user_epoch(self, user_id: str) -> int:
+        """How often `user_id` was forgotten; work that captured it can tell, at its writes,
+        whether the user was deleted in between (UserRepo.ensure)."""
+        with self.reading() as tx:
+            return tx.users.epoch(user_id)
+
     def delete_user(self, user_id: str) -> UserDeletion:
         """Forget the user: every row (turns, memories, history, personality, jobs, keys)
         and every picture no other user shows, blob files included."""
@@ -50,7 +56,9 @@ class AccountVerbs(StoreCore):
         # must not lose its blob.
         with self.transaction() as tx:
             deletion, orphans = tx.users.delete(user_id)
-        return replace(deletion, blobs=remove_blobs(self.blobs, orphans))
+        removed = remove_blobs(self.blobs, orphans)
+        self._engine.after_forget()
+        return replace(deletion, blobs=removed)
 
     def export_user(self, user_id: str) -> dict[str, Any]:
         """Everything of the user as one JSON-ready document (memory/users.py)."""

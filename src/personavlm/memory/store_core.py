@@ -12,7 +12,7 @@ from typing import Self
 
 from personavlm.embed.base import Embedder, Vectors
 from personavlm.errors import EmbedderMismatchError
-from personavlm.media.blobs import BlobStore
+from personavlm.media.blobs import DEFAULT_MAX_PIXELS, BlobStore, check_max_pixels
 from personavlm.memory import search
 from personavlm.memory.engine import Engine
 from personavlm.memory.opening import claim_encoder, open_engine
@@ -50,11 +50,15 @@ class StoreCore:
         retrieval: search.RetrievalConfig = search.SHIPPED,
         check_embedder: bool = True,
         create: bool = True,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> Self:
         """Open the store at `location` (a SQLite file, or a postgresql:// URL), creating it
-        unless `create` is False (memory/opening.py says what is refused and why)."""
+        unless `create` is False (memory/opening.py says what is refused and why). Pictures
+        over `max_image_pixels` are refused (media/blobs.py)."""
+        check_max_pixels(max_image_pixels)  # before the engine opens: a bad limit opens nothing
         engine, blobs = open_engine(location, dim=embedder.dim, blob_dir=blob_dir, create=create)
-        store = cls(engine, embedder, BlobStore(blobs), retrieval=retrieval)
+        pictures = BlobStore(blobs, max_pixels=max_image_pixels)
+        store = cls(engine, embedder, pictures, retrieval=retrieval)
         try:
             claim_encoder(engine, embedder, check=check_embedder)
         except BaseException:

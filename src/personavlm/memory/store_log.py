@@ -139,6 +139,13 @@ class LogVerbs(StoreCore):
         with self._engine.write("jobs") as conn:
             Tx(conn).queue.fail(job.id, error, job.attempts)
 
+    def release_claims(self, is_gone: Callable[[str], bool]) -> int:
+        """End the claims whose claimant `is_gone` says is gone (agent/worker.py decides:
+        the claimant names are the workers'); how many jobs are claimable again."""
+        with self._engine.write("jobs") as conn:
+            queue = Tx(conn).queue
+            return queue.release([job for job, who in queue.held_claims() if is_gone(who)])
+
     def queue_status(self, user_id: str | None = None) -> QueueStatus:
         with self.reading() as tx:
             return tx.queue.status(user_id)

@@ -24,6 +24,7 @@ __all__ = ["ROLES", "SESSION_GAP", "TurnInput", "TurnRepo"]
 
 SESSION_GAP = timedelta(minutes=60)
 ROLES = ("user", "assistant")
+TURN_STATUSES = ("ok", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,14 @@ class TurnInput:
     speaker: str | None = None
     caption: str | None = None
     image_ids: tuple[str, ...] = ()
+    # "failed": a user's message the model never answered (stored so it is not lost)
+    status: str = "ok"
+
+    def __post_init__(self) -> None:
+        if self.status not in TURN_STATUSES:
+            raise ValidationError(f"turn status {self.status!r} must be one of {TURN_STATUSES}")
+        if self.status == "failed" and self.role != "user":
+            raise ValidationError("only a user's turn can be failed (unanswered)")
 
     @classmethod
     def create(
@@ -83,6 +92,7 @@ class TurnInput:
             and self.speaker == turn.speaker
             and self.caption == turn.caption
             and self.image_ids == turn.image_ids
+            and self.status == turn.status
         )
 
 
@@ -159,7 +169,7 @@ class TurnRepo:
         session_id = _session_for(conn, user_id, turn.time, previous)
         cursor = conn.execute(
             "INSERT INTO turns(user_id, ext_id, session_id, time, role, speaker, text, caption, "
-            "image_ids, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "image_ids, created_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 user_id,
                 turn.ext_id,
@@ -171,6 +181,7 @@ class TurnRepo:
                 turn.caption,
                 json.dumps(list(turn.image_ids)),
                 to_storage(utc_now()),
+                turn.status,
             ),
         )
         turn_id = int(cursor.fetchone()[0])
@@ -185,6 +196,7 @@ class TurnRepo:
             text=turn.text,
             caption=turn.caption,
             image_ids=turn.image_ids,
+            status=turn.status,
         )
 
     def page(

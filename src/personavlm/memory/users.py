@@ -8,11 +8,12 @@ through the blob store.
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from personavlm.errors import NotFoundError, StoreError
+from personavlm.errors import NotFoundError, StoreError, UserGoneError
 from personavlm.media.blobs import BlobStore
 from personavlm.memory.engine import Conn
 from personavlm.memory.images import ImageRepo
@@ -22,7 +23,15 @@ from personavlm.memory.personality_log import PersonalityRepo
 from personavlm.memory.turnlog import TurnRepo
 from personavlm.timeutil import from_storage, to_storage, utc_now
 
-__all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "UserDeletion", "UserRepo", "remove_blobs"]
+__all__ = [
+    "EXPORT_FORMAT",
+    "EXPORT_VERSION",
+    "UserDeletion",
+    "UserRepo",
+    "current_epoch",
+    "remove_blobs",
+    "user_key",
+]
 
 EXPORT_FORMAT = "personavlm.export"
 EXPORT_VERSION = 1
@@ -53,6 +62,20 @@ class UserDeletion:
         }
 
 
+def user_key(user_id: str) -> str:
+    """How the user epochs table names a user: the id's sha256, so forgetting a user leaves
+    no readable trace of the id."""
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
+
+
+def current_epoch(conn: Conn, user_id: str) -> int:
+    """How often the user id was forgotten so far (0: never)."""
+    row = conn.execute(
+        "SELECT epoch FROM user_epochs WHERE user_key = ?", (user_key(user_id),)
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
 class UserRepo:
     """The `users` table, and what is done to a user as a whole, inside one transaction."""
 
@@ -67,8 +90,19 @@ class UserRepo:
         if not self.exists(user_id):
             raise NotFoundError(f"no user {user_id!r} in this store")
 
-    def ensure(self, user_id: str) -> bool:
-        """Register the user unless known; True when this call registered it."""
+    def epoch(self, user_id: str) -> int:
+        return current_epoch(self._conn, user_id)
+
+    def ensure(self, user_id: str, *, epoch: int | None = None) -> bool:
+        """Register the user unless known; True when this call registered it.
+
+        `epoch`: the user's epoch when the caller's work began (`epoch()`); if the user was
+        forgotten since, UserGoneError, so work that started before a deletion can never
+        bring the user back."""
+        if epoch is not None and self.epoch(user_id) != epoch:
+            raise UserGoneError(
+                f"user {user_id!r} was deleted while this request ran; nothing of it was stored"
+            )
         cursor = self._conn.execute(
             "INSERT INTO users(id, created_at) VALUES (?, ?) ON CONFLICT(id) DO NOTHING",
             (user_id, to_storage(utc_now())),
@@ -102,6 +136,11 @@ class UserRepo:
         conn.engine.forget_user(conn, user_id)
         # Everything else hangs off users by ON DELETE CASCADE (memory/ddl.py).
         conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        conn.execute(
+            "INSERT INTO user_epochs(user_key, epoch) VALUES (?, 1) "
+            "ON CONFLICT(user_key) DO UPDATE SET epoch = user_epochs.epoch + 1",
+            (user_key(user_id),),
+        )
         orphans = [i for i in pictures if not images.shown_by_anyone(i) and images.remove(i)]
         deletion = UserDeletion(
             user_id=user_id,

@@ -25,6 +25,7 @@ from threadpoolctl import ThreadpoolController
 from personavlm.embed.base import Vectors
 from personavlm.memory.engine import Conn
 from personavlm.memory.records import MemoryStatus, MemoryType
+from personavlm.memory.users import current_epoch
 from personavlm.timeutil import TimeWindow
 
 __all__ = ["TYPE_CODES", "VectorIndex"]
@@ -112,7 +113,9 @@ class VectorIndex:
         return mask
 
     def _fresh(self, conn: Conn, user_id: str) -> _UserVectors:
-        generation = _generation(conn)
+        # The user's epoch is part of the cache's identity: a user forgotten and made again
+        # (by any process) starts from an empty cache, never from the old user's rows.
+        generation = f"{_generation(conn)}/{current_epoch(conn, user_id)}"
         cached = self._users.get(user_id)
         if cached is None or cached.generation != generation:
             cached = _UserVectors.empty(generation, self.dim)

@@ -57,6 +57,7 @@ from personavlm.errors import (
     ModelResponseError,
     ValidationError,
 )
+from personavlm.models import deadline
 from personavlm.models.base import ImagePart, Message, Reply, TextPart, Usage
 from personavlm.models.qwen_vision import (
     DEFAULT_MAX_PIXELS,
@@ -296,13 +297,21 @@ class HFChatModel:
 
         inputs = self._model_inputs(encoded)
         prompt_length = len(encoded.input_ids)
+        budget = deadline.current()
+        stop: dict[str, Any] = {}
+        if budget is not None:
+            budget.check()
+            stop["stopping_criteria"] = _budget_stop(budget)
         with torch.inference_mode():
             output = self._model.generate(
                 **inputs,
+                **stop,
                 **_sampling(max_tokens, temperature),
                 eos_token_id=sorted(self._stop_ids),
                 pad_token_id=_pad_id(self._tokenizer, self._stop_ids),
             )
+        if budget is not None:
+            budget.check()  # generation stopped early because the budget ran out
         return [int(i) for i in output[0, prompt_length:].tolist()]
 
     def _model_inputs(self, encoded: EncodedPrompt) -> dict[str, torch.Tensor]:
@@ -419,6 +428,20 @@ def _refuse_vision_tokens(messages: Sequence[Message]) -> None:
                         f"token(s) {', '.join(held)}; images go in as ImagePart, and that "
                         "text must be removed or escaped"
                     )
+
+
+def _budget_stop(budget: deadline.Budget) -> Any:
+    """A stopping criterion that ends generation (after the current token) once the
+    request's budget is spent or the request is cancelled."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _OutOfBudget(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            spent = budget.cancelled.is_set() or budget.remaining() <= 0
+            return torch.full((input_ids.shape[0],), spent, device=input_ids.device)
+
+    return StoppingCriteriaList([_OutOfBudget()])
 
 
 def _sampling(max_tokens: int, temperature: float) -> dict[str, Any]:

@@ -23,15 +23,19 @@ from personavlm.errors import (
     ModelResponseError,
     ValidationError,
 )
+from personavlm.models import deadline
 from personavlm.models.base import ImagePart, Message, Reply, TextPart, Usage
+from personavlm.models.interruptible import interruptible_client
 
-__all__ = ["RETRYABLE_STATUSES", "OpenAIChatModel"]
+__all__ = ["MAX_REPLY_BYTES", "RETRYABLE_STATUSES", "OpenAIChatModel"]
 
 # Statuses that mean "not now" rather than "not this request": rate limits and overload.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # A server asking for a longer pause than this is treated as asking for this: a caller that
 # really wants to wait longer can raise max_retries.
 MAX_RETRY_AFTER_S = 30.0
+# A chat completion is a few kilobytes; a server sending more than this is broken.
+MAX_REPLY_BYTES = 16 * 1024 * 1024
 # How much of a server's body goes into an error message.
 _BODY_EXCERPT = 300
 
@@ -65,7 +69,7 @@ class OpenAIChatModel:
         self._max_retries = max_retries
         self._backoff_s = backoff_s
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.Client()
+        self._client = client if client is not None else interruptible_client()
         self._sleep = sleep
         self._rng = random.Random()
 
@@ -120,13 +124,13 @@ class OpenAIChatModel:
         last_cause = ""
         unreachable = False
         for attempt in range(attempts):
+            # The request's budget (models/deadline.py) bounds every try and every wait.
+            timeout_s = deadline.remaining(self._timeout_s)
             started = time.perf_counter()
             try:
-                response = self._client.post(
-                    self._url, json=payload, headers=headers, timeout=self._timeout_s
-                )
+                response = self._post_once(payload, headers, timeout_s)
             except httpx.TimeoutException:
-                last_cause, unreachable = f"no answer within {self._timeout_s:g} s", True
+                last_cause, unreachable = f"no answer within {timeout_s:g} s", True
                 retry_after = None
             except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 last_cause, unreachable = f"{type(exc).__name__}: {exc}", True
@@ -139,8 +143,42 @@ class OpenAIChatModel:
                 unreachable = False
                 retry_after = _retry_after_s(response)
             if attempt + 1 < attempts:
-                self._sleep(retry_after if retry_after is not None else self._backoff(attempt))
+                self._pause(retry_after if retry_after is not None else self._backoff(attempt))
+        budget = deadline.current()
+        if budget is not None:  # a failure that is really the request's end says so
+            budget.check()
         raise self._exhausted(attempts, last_cause, unreachable)
+
+    def _post_once(
+        self, payload: dict[str, Any], headers: dict[str, str], timeout_s: float
+    ) -> httpx.Response:
+        """One POST whose body is read chunk by chunk, checking the request's budget between
+        chunks: httpx's timeout is per read, so a server dripping bytes slower than that
+        would otherwise hold the call for ever."""
+        with self._client.stream(
+            "POST", self._url, json=payload, headers=headers, timeout=timeout_s
+        ) as streamed:
+            body = bytearray()
+            for chunk in streamed.iter_bytes():
+                body += chunk
+                deadline.remaining(self._timeout_s)  # raises once the budget is spent
+                if len(body) > MAX_REPLY_BYTES:
+                    raise ModelResponseError(
+                        f"the model server at {self._url} sent more than {MAX_REPLY_BYTES} "
+                        "bytes for one completion; it is misbehaving"
+                    )
+            return httpx.Response(
+                streamed.status_code,
+                headers=streamed.headers,
+                content=bytes(body),
+                request=streamed.request,
+            )
+
+    def _pause(self, seconds: float) -> None:
+        if deadline.current() is None:
+            self._sleep(seconds)
+        else:  # wakes early (and raises) on cancellation or when the budget runs out
+            deadline.wait(seconds)
 
     def _backoff(self, attempt: int) -> float:
         # Exponential, with up to 25% jitter so clients that failed together do not retry

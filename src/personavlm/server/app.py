@@ -4,9 +4,12 @@
     uvicorn.run(app, host="127.0.0.1", port=8420)
 
 The lifespan opens the store (and the model and Assistant, when a model is configured) and
-closes them. Middleware, outermost first: the key check of every /v1 request (auth.py), then
-the body size limit (limits.py). Routes: /healthz, /v1 (routes_chat.py, routes_memory.py),
-and the web page's files at / (static/).
+closes them. Middleware, outermost first: the security headers of every answer (headers.py),
+the request metrics (metrics.py: outside the key check, so refused requests count too), the
+key check of every /v1 request and of /metrics (auth.py), then the body size limit
+(limits.py). Routes: /healthz, /metrics (routes_metrics.py), /v1 (routes_chat.py,
+routes_memory.py), /docs with its assets (docs_ui.py), and the web page's files at /
+(static/).
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from starlette.concurrency import run_in_threadpool
 
 from personavlm import __version__
 from personavlm.errors import ConfigError
-from personavlm.server import routes_chat, routes_memory, schemas
+from personavlm.server import routes_chat, routes_memory, routes_metrics, schemas
 from personavlm.server.auth import AuthMiddleware
 from personavlm.server.config import ServiceConfig
+from personavlm.server.docs_ui import install_docs
 from personavlm.server.errors import install_error_handlers
+from personavlm.server.headers import SecurityHeadersMiddleware
 from personavlm.server.limits import BodyLimitMiddleware
+from personavlm.server.metrics import MetricsMiddleware, RouteLabels
 from personavlm.server.service import Service
 
 __all__ = ["create_app"]
@@ -39,7 +45,7 @@ TAGS = [
     {"name": "turns", "description": "The conversation log."},
     {"name": "images", "description": "Pictures of the user's turns and memories."},
     {"name": "export", "description": "Everything of a user as one JSON document."},
-    {"name": "service", "description": "Health."},
+    {"name": "service", "description": "Health and metrics."},
 ]
 
 
@@ -69,9 +75,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
         "API keys. Every /v1 route needs `Authorization: Bearer <key>`. See docs/service.md.",
         openapi_tags=TAGS,
         lifespan=lifespan,
+        docs_url=None,  # docs_ui.py serves /docs from this app instead of a CDN
         redoc_url=None,
     )
     app.state.service = service
+    app.state.metrics = service.metrics
     install_error_handlers(app)
 
     @app.get(
@@ -83,12 +91,27 @@ def create_app(config: ServiceConfig) -> FastAPI:
         responses={200: {"model": schemas.HealthOut, "description": "Up"}},
     )
     def health() -> dict[str, object]:
-        return {"status": "ok", "engine": service.store.engine_kind, "model": service.has_model}
+        status, problems = service.health()
+        return {
+            "status": status,
+            "problems": problems,
+            "engine": service.store.engine_kind,
+            "model": service.has_model,
+        }
 
+    app.include_router(routes_metrics.router)
     app.include_router(routes_chat.router)
     app.include_router(routes_memory.router)
+    install_docs(app)
     # Last: the page takes every path no route above claimed.
     app.mount("/", StaticFiles(directory=config.static_dir, html=True), name="page")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
-    app.add_middleware(AuthMiddleware, service=service)  # added last = outermost: 401 first
+    _add_middleware(app, config, service)
     return app
+
+
+def _add_middleware(app: FastAPI, config: ServiceConfig, service: Service) -> None:
+    # Each add_middleware wraps the ones before: the last added runs first.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(AuthMiddleware, service=service)  # before the body limit: 401 first
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=RouteLabels(app))
+    app.add_middleware(SecurityHeadersMiddleware)  # on every answer, 401 and 413 included

@@ -1,9 +1,9 @@
 """API keys: who is calling, and which user's data they may reach.
 
-Every `/v1` request is authenticated once, by `AuthMiddleware`, before routing and before its
-body is read, so a request without a valid key learns nothing (not even whether its body or
-its route is right): 401. The key found is put on the request; the dependencies below then
-check the route:
+Every `/v1` request (and `/metrics`) is authenticated once, by `AuthMiddleware`, before
+routing and before its body is read, so a request without a valid key learns nothing (not
+even whether its body or its route is right): 401. The key found is put on the request; the
+dependencies below then check the route:
 
 - `require_admin`: the admin key only (403 for a user key).
 - `path_user`: the `{user_id}` of the path, checked for shape (400) and then against a user
@@ -39,6 +39,9 @@ __all__ = [
 ]
 
 PROTECTED_PREFIX = "/v1/"
+# Keyed paths outside /v1: the metrics (admin only: they show user counts and errors).
+# Public without a key: /healthz, the page, /openapi.json, /docs and /docs/assets/.
+PROTECTED_PATHS = frozenset({"/metrics"})
 NO_KEY = "no API key: send the header `Authorization: Bearer <key>`"
 BAD_KEY = "unknown or revoked API key"
 OTHER_USER = "this key belongs to one user and reaches only that user's data"
@@ -68,7 +71,7 @@ class AuthMiddleware:
         self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
+        if scope["type"] != "http" or not needs_key(scope["path"]):
             await self.app(scope, receive, send)
             return
         secret = _bearer_secret(scope)
@@ -88,6 +91,10 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
+def needs_key(path: str) -> bool:
+    return path.startswith(PROTECTED_PREFIX) or path in PROTECTED_PATHS
+
+
 def _bearer_secret(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
@@ -102,7 +109,7 @@ def current_caller(
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Caller:
     caller = getattr(request.state, "caller", None)
-    if not isinstance(caller, Caller):  # only reachable for a route outside /v1
+    if not isinstance(caller, Caller):  # only reachable for a route the middleware skips
         raise unauthorized(NO_KEY)
     return caller
 

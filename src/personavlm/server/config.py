@@ -14,6 +14,7 @@ from typing import Literal
 
 from personavlm.agent import Protocol
 from personavlm.errors import ConfigError
+from personavlm.media.blobs import DEFAULT_MAX_PIXELS, check_max_pixels
 
 __all__ = [
     "DEFAULT_HOST",
@@ -60,7 +61,13 @@ class ServiceConfig:
     protocol: Protocol = Protocol.JSON
     max_body_bytes: int = 20 * MIB
     max_image_bytes: int = 10 * MIB
+    # Pictures with more pixels are refused before they are stored (media/blobs.py).
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
     served_model: str = "personavlm"  # the model id /v1/models lists and replies carry
+    # Chat turns waiting on the model at once; more are refused at once with 429.
+    max_inflight: int = 8
+    # One budget per chat turn for all its model calls, retries and waits included.
+    model_timeout_s: float = 120.0
     static_dir: Path = STATIC_DIR
     # Called once with a newly generated admin key (the store had none and none was given).
     announce_admin_key: Callable[[str], None] = field(default=print_admin_key, repr=False)
@@ -73,9 +80,16 @@ class ServiceConfig:
         object.__setattr__(self, "protocol", _protocol(self.protocol))
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in 0..65535, got {self.port}")
+        if not 1 <= self.max_inflight <= 1024:
+            raise ConfigError(f"max_inflight must be in 1..1024, got {self.max_inflight}")
+        if not 0 < self.model_timeout_s <= 3600:
+            raise ConfigError(
+                f"model timeout must be in (0, 3600] seconds, got {self.model_timeout_s}"
+            )
         for name in ("max_body_bytes", "max_image_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 byte, got {getattr(self, name)}")
+        check_max_pixels(self.max_image_pixels)
         if self.admin_key is not None and not _usable_secret(self.admin_key):
             raise ConfigError(
                 "PERSONAVLM_ADMIN_KEY needs at least 16 characters, printable, no spaces: use "

@@ -25,6 +25,7 @@ from personavlm.errors import (
     NotFoundError,
     PersonaVLMError,
     StoreError,
+    UserGoneError,
     ValidationError,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "error_response",
     "forbidden",
     "install_error_handlers",
+    "library_message",
     "model_not_configured",
     "payload_too_large",
     "unauthorized",
@@ -43,6 +45,7 @@ log = logging.getLogger("personavlm.server")
 
 # First match wins, so subclasses come before their bases.
 LIBRARY_ERRORS: tuple[tuple[type[PersonaVLMError], int, str], ...] = (
+    (UserGoneError, 410, "user_gone"),
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
     (ValidationError, 400, "validation_error"),
@@ -67,11 +70,14 @@ HTTP_CODES = {
 class ApiError(Exception):
     """An answer the service itself decides on (no key, wrong user, too large, no model)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
 def unauthorized(message: str) -> ApiError:
@@ -100,9 +106,13 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "type": code}}
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    sent = dict(headers or {})
+    if status == 401:
+        sent["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(error_body(code, message), status_code=status, headers=sent or None)
 
 
 def library_error(exc: PersonaVLMError) -> tuple[int, str]:
@@ -111,6 +121,17 @@ def library_error(exc: PersonaVLMError) -> tuple[int, str]:
         if isinstance(exc, kind):
             return status, code
     return 500, "internal_error"
+
+
+def library_message(exc: PersonaVLMError) -> str:
+    """The exception's message, plus where the user's message went when a model failed."""
+    message = str(exc)
+    if isinstance(exc, ModelError) and exc.kept_turn_id is not None:
+        message += (
+            f" (your message was kept as turn {exc.kept_turn_id}, marked failed; "
+            "send it again to get an answer)"
+        )
+    return message
 
 
 def validation_message(exc: RequestValidationError) -> str:
@@ -124,7 +145,7 @@ def validation_message(exc: RequestValidationError) -> str:
 
 async def _on_api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
 
 
 async def _on_library_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -132,7 +153,7 @@ async def _on_library_error(_request: Request, exc: Exception) -> JSONResponse:
     status, code = library_error(exc)
     if status >= 500:
         log.warning("%s: %s", type(exc).__name__, exc)
-    return error_response(status, code, str(exc))
+    return error_response(status, code, library_message(exc))
 
 
 async def _on_request_validation(_request: Request, exc: Exception) -> JSONResponse:

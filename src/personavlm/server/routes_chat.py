@@ -10,26 +10,36 @@ unchanged. A failure before the first byte is a JSON error; after it, an SSE `er
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from personavlm.agent import Assistant, Response
+from personavlm.agent import Assistant
+from personavlm.agent import Response as Response_
 from personavlm.errors import PersonaVLMError, ValidationError
 from personavlm.media.blobs import image_bytes, sniff_mime
 from personavlm.server import schemas
 from personavlm.server.auth import AnyCaller, Caller, check_addressable_user_id
+from personavlm.server.chat_runner import ChatRunner
 from personavlm.server.config import MIB
-from personavlm.server.errors import ApiError, error_body, forbidden, library_error
+from personavlm.server.errors import (
+    ApiError,
+    error_body,
+    forbidden,
+    library_error,
+    library_message,
+    model_not_configured,
+)
 from personavlm.server.errors import payload_too_large as too_large
 from personavlm.server.service import ServiceDep
 
@@ -61,10 +71,13 @@ class ChatTurn:
     response_model=None,
     responses={
         200: {"model": schemas.ModelList, "description": "Success"},
+        503: {"model": schemas.ErrorOut, "description": "No model attached (model_not_configured)"},
         **schemas.error_responses(),
     },
 )
 def list_models(_caller: AnyCaller, service: ServiceDep) -> dict[str, Any]:
+    if not service.has_model:  # listing a model that cannot answer would mislead clients
+        raise model_not_configured()
     model = {
         "id": service.config.served_model,
         "object": "model",
@@ -87,30 +100,40 @@ def list_models(_caller: AnyCaller, service: ServiceDep) -> dict[str, Any]:
             "chat.completion.chunk events ending in `data: [DONE]`",
             "content": {"text/event-stream": {}},
         },
+        410: {"model": schemas.ErrorOut, "description": "The user was deleted meanwhile"},
         413: {"model": schemas.ErrorOut, "description": "A picture or the body is too large"},
+        429: {"model": schemas.ErrorOut, "description": "Every chat slot is busy (model_busy)"},
         502: {"model": schemas.ErrorOut, "description": "The chat model failed (model_error)"},
         503: {"model": schemas.ErrorOut, "description": "No model attached (model_not_configured)"},
         **schemas.error_responses(400, 403, 409, 422),
     },
 )
 async def chat_completions(
-    body: schemas.ChatCompletionRequest, caller: AnyCaller, service: ServiceDep
-) -> JSONResponse | StreamingResponse:
+    body: schemas.ChatCompletionRequest, caller: AnyCaller, service: ServiceDep, request: Request
+) -> Response:
     limit = service.config.max_image_bytes
     # Checked first, so a key learns the same about other users with or without a model.
     turn = await run_in_threadpool(read_chat_turn, body, caller, limit)  # decodes pictures
     assistant = service.assistant  # 503 model_not_configured when no model is attached
     completion = Completion(service.config.served_model, turn.user_id)
+    runner = service.chat_runner
     if turn.stream:
         return StreamingResponse(
-            stream_events(assistant, turn, completion),
+            stream_events(runner, assistant, turn, completion),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    response = await run_in_threadpool(
-        assistant.respond, turn.user_id, turn.text, list(turn.images)
-    )
+    try:
+        response = await runner.run(_respond(assistant, turn), disconnected=request.is_disconnected)
+    except asyncio.CancelledError:
+        # The client left: its turn was cancelled (its message kept as a failed turn) and
+        # nobody is there to read an answer (499, as nginx logs a closed request).
+        return Response(status_code=499)
     return JSONResponse(completion.whole(response))
+
+
+def _respond(assistant: Assistant, turn: ChatTurn) -> Callable[[], Response_]:
+    return lambda: assistant.respond(turn.user_id, turn.text, list(turn.images))
 
 
 # ------------------------------------------------------------------ reading the request
@@ -208,7 +231,7 @@ class Completion:
         self.model = model
         self.user_id = user_id
 
-    def whole(self, response: Response) -> dict[str, Any]:
+    def whole(self, response: Response_) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "chat.completion",
@@ -234,7 +257,7 @@ class Completion:
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         }
 
-    def usage_chunk(self, response: Response) -> dict[str, Any]:
+    def usage_chunk(self, response: Response_) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -244,7 +267,7 @@ class Completion:
             "usage": usage(response),
         }
 
-    def extra(self, response: Response) -> dict[str, Any]:
+    def extra(self, response: Response_) -> dict[str, Any]:
         return {
             "user_id": self.user_id,
             "user_turn_id": response.exchange.user_turn.id,
@@ -253,7 +276,7 @@ class Completion:
         }
 
 
-def usage(response: Response) -> dict[str, int]:
+def usage(response: Response_) -> dict[str, int]:
     """Every model call the turn made: each think/retrieve round and the answer, and the
     update phase's calls when it ran inline."""
     calls = response.trace.all_calls()
@@ -267,13 +290,12 @@ def usage(response: Response) -> dict[str, int]:
 
 
 async def stream_events(
-    assistant: Assistant, turn: ChatTurn, completion: Completion
+    runner: ChatRunner, assistant: Assistant, turn: ChatTurn, completion: Completion
 ) -> AsyncIterator[str]:
     yield _sse(completion.chunk({"role": "assistant", "content": ""}))
     try:
-        response = await run_in_threadpool(
-            assistant.respond, turn.user_id, turn.text, list(turn.images)
-        )
+        # A client that leaves cancels this generator, and with it the turn (runner.run).
+        response = await runner.run(_respond(assistant, turn))
     except Exception as exc:  # the status line is sent: the error travels as an event
         yield _sse(_stream_error(exc))
         yield "data: [DONE]\n\n"
@@ -300,7 +322,7 @@ def _stream_error(exc: Exception) -> dict[str, Any]:
         status, code = library_error(exc)
         if status >= 500:
             log.warning("chat stream failed: %s: %s", type(exc).__name__, exc)
-        return error_body(code, str(exc))
+        return error_body(code, library_message(exc))
     log.exception("chat stream failed")
     return error_body("internal_error", f"internal error ({type(exc).__name__}); see the log")
 

@@ -18,7 +18,13 @@ from personavlm.errors import NotFoundError, StoreError
 from personavlm.memory import Hit, ImageRef
 from personavlm.server import schemas
 from personavlm.server.auth import AdminCaller, AnyCaller, PathUser, check_addressable_user_id
-from personavlm.server.pagination import check_limit, decode_cursor, encode_cursor
+from personavlm.server.pagination import (
+    check_limit,
+    check_query_id,
+    decode_cursor,
+    encode_cursor,
+    stored_id,
+)
 from personavlm.server.schemas import error_responses, ok
 from personavlm.server.service import Service, ServiceDep
 from personavlm.timeutil import to_storage
@@ -140,7 +146,7 @@ def list_keys(_admin: AdminCaller, user_id: PathUser, service: ServiceDep) -> di
     responses={**ok(schemas.KeyOut, "The revoked key"), **error_responses(403, 404, 422)},
 )
 def revoke_key(key_id: int, _admin: AdminCaller, service: ServiceDep) -> dict[str, Any]:
-    return service.store.revoke_api_key(key_id).to_dict()
+    return service.store.revoke_api_key(stored_id(key_id, "live API key")).to_dict()
 
 
 # ------------------------------------------------------------------ memories
@@ -231,7 +237,7 @@ def create_memory(
     responses={**ok(schemas.MemoryOut), **error_responses(*USER_ERRORS, 422)},
 )
 def get_memory(user_id: PathUser, memory_id: int, service: ServiceDep) -> dict[str, Any]:
-    return service.store.get(user_id, memory_id).to_dict()
+    return service.store.get(user_id, _memory_id(memory_id, user_id)).to_dict()
 
 
 @router.patch(
@@ -250,7 +256,7 @@ def update_memory(
 ) -> dict[str, Any]:
     memory = service.store.update(
         user_id,
-        memory_id,
+        _memory_id(memory_id, user_id),
         content=body.content,
         keywords=body.keywords,
         time=body.time,
@@ -271,7 +277,7 @@ def update_memory(
     },
 )
 def delete_memory(user_id: PathUser, memory_id: int, service: ServiceDep) -> dict[str, Any]:
-    return service.store.delete(user_id, memory_id, actor="api").to_dict()
+    return service.store.delete(user_id, _memory_id(memory_id, user_id), actor="api").to_dict()
 
 
 @router.post(
@@ -289,6 +295,7 @@ def invalidate_memory(
     body: schemas.InvalidateBody | None = None,
 ) -> dict[str, Any]:
     time = body.time if body else None
+    memory_id = _memory_id(memory_id, user_id)
     return service.store.invalidate(user_id, memory_id, time=time, actor="api").to_dict()
 
 
@@ -301,7 +308,8 @@ def invalidate_memory(
     responses={**ok(schemas.EventList), **error_responses(*USER_ERRORS, 422)},
 )
 def memory_history(user_id: PathUser, memory_id: int, service: ServiceDep) -> dict[str, Any]:
-    return {"data": [e.to_dict() for e in service.store.history(user_id, memory_id)]}
+    events = service.store.history(user_id, _memory_id(memory_id, user_id))
+    return {"data": [e.to_dict() for e in events]}
 
 
 @router.get(
@@ -313,7 +321,8 @@ def memory_history(user_id: PathUser, memory_id: int, service: ServiceDep) -> di
     responses={**ok(schemas.MemoryList), **error_responses(*USER_ERRORS, 422)},
 )
 def memory_timeline(user_id: PathUser, memory_id: int, service: ServiceDep) -> dict[str, Any]:
-    return {"data": [m.to_dict() for m in service.store.timeline(user_id, memory_id)]}
+    chain = service.store.timeline(user_id, _memory_id(memory_id, user_id))
+    return {"data": [m.to_dict() for m in chain]}
 
 
 @router.post(
@@ -325,6 +334,7 @@ def memory_timeline(user_id: PathUser, memory_id: int, service: ServiceDep) -> d
     responses={**ok(schemas.EventOut, "The undo event"), **error_responses(*USER_ERRORS, 409, 422)},
 )
 def undo_event(user_id: PathUser, event_id: int, service: ServiceDep) -> dict[str, Any]:
+    event_id = stored_id(event_id, "memory event", user_id)
     return service.store.undo(user_id, event_id, actor="api").to_dict()
 
 
@@ -386,7 +396,7 @@ def list_turns(
         user_id,
         start=start,
         end=end,
-        session_id=session,
+        session_id=check_query_id(session, "session"),
         limit=limit + 1,
         after=decode_cursor(cursor),
     )
@@ -434,6 +444,11 @@ def export_user(user_id: PathUser, service: ServiceDep) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _memory_id(memory_id: int, user_id: str) -> int:
+    # Outside int64 no memory can exist: 404 here rather than OverflowError in the driver.
+    return stored_id(memory_id, "memory", user_id)
 
 
 def _user_dict(service: Service, user_id: str) -> dict[str, Any]:

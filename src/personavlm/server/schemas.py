@@ -150,7 +150,8 @@ class ModelList(_Out):
 
 
 class HealthOut(_Out):
-    status: str
+    status: str  # "ok", or "degraded" with the reasons in `problems`
+    problems: list[str]
     engine: str
     model: bool
 
@@ -321,6 +322,7 @@ class TurnOut(_Out):
     text: str
     caption: str | None
     image_ids: list[str]
+    status: str  # "ok", or "failed": a message the model never answered (kept, not lost)
 
 
 class TurnPage(_Out):

@@ -4,6 +4,9 @@ Opened by the app's lifespan and closed by it; routes reach it through `request.
 Opening registers the configured admin key (idempotent: only its hash is stored) or, when the
 store has no admin key and none was configured, generates one and hands it to
 `config.announce_admin_key` once.
+
+`metrics` (server/metrics.py) exist from the start; a scrape reads the queue and the worker
+through the service.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from fastapi import Depends, Request
 
 from personavlm import embed, models
 from personavlm.agent import AgentConfig, Assistant
+from personavlm.agent.worker import release_orphaned_claims
 from personavlm.errors import ConfigError
 from personavlm.memory import MemoryStore
 from personavlm.models import ChatModel
+from personavlm.server.chat_runner import ChatRunner
 from personavlm.server.config import ServiceConfig
 from personavlm.server.errors import model_not_configured
+from personavlm.server.metrics import Metrics
 
 __all__ = ["Service", "ServiceDep", "get_service"]
 
@@ -30,18 +36,31 @@ class Service:
         self._store: MemoryStore | None = None
         self._model: ChatModel | None = None
         self._assistant: Assistant | None = None
+        self.chat_runner = ChatRunner(
+            max_inflight=config.max_inflight, model_timeout_s=config.model_timeout_s
+        )
+        # The store is opened later: the queue is read through the property at each scrape.
+        self.metrics = Metrics(
+            queue_status=lambda: self.store.queue_status(), worker_alive=self.worker_alive
+        )
 
     def open(self) -> None:
         store = MemoryStore.open(
             self.config.location,
             embedder=embed.load(self.config.embedder),
             blob_dir=self.config.blob_dir,
+            max_image_pixels=self.config.max_image_pixels,
         )
         self._store = store
         try:
             self._ensure_admin_key(store)
+            # Jobs claimed by a worker that died here (kill -9, a reboot) run again now, not
+            # when their lease runs out.
+            release_orphaned_claims(store)
             if self.config.model is not None:
-                self._model = _load_model(self.config.model, self.config.model_api_key)
+                self._model = _load_model(
+                    self.config.model, self.config.model_api_key, self.config.model_timeout_s
+                )
                 agent = AgentConfig(protocol=self.config.protocol, update=self.config.update)
                 self._assistant = Assistant(store, self._model, agent)
         except BaseException:
@@ -49,6 +68,7 @@ class Service:
             raise
 
     def close(self) -> None:
+        self.chat_runner.close()
         if self._assistant is not None:
             self._assistant.close()  # stops the worker; queued jobs stay queued
             self._assistant = None
@@ -78,6 +98,20 @@ class Service:
             raise model_not_configured()
         return self._assistant
 
+    def worker_alive(self) -> bool | None:
+        """Whether the background update worker runs; None where none is meant to (no model,
+        or `--update inline`). The Assistant shows no state of its worker thread, so this
+        cannot tell yet and answers None: the `personavlm_worker_up` gauge is then left out
+        rather than guessed."""
+        return None
+
+    def health(self) -> tuple[str, list[str]]:
+        """("ok" | "degraded", why): degraded while the update worker is down or restarting."""
+        problems = []
+        if self._assistant is not None and (problem := self._assistant.worker_problem) is not None:
+            problems.append(problem)
+        return ("degraded" if problems else "ok"), problems
+
     def _ensure_admin_key(self, store: MemoryStore) -> None:
         if self.config.admin_key is not None:
             store.register_api_key(self.config.admin_key, None, label="PERSONAVLM_ADMIN_KEY")
@@ -86,9 +120,12 @@ class Service:
             self.config.announce_admin_key(secret)
 
 
-def _load_model(spec: str, api_key: str | None) -> ChatModel:
-    # Only the OpenAI-compatible backend takes a key; hf: checkpoints run in-process.
-    options = {"api_key": api_key} if spec.startswith("openai:") else {}
+def _load_model(spec: str, api_key: str | None, timeout_s: float) -> ChatModel:
+    # Only the OpenAI-compatible backend takes a key and a network timeout (each try gets at
+    # most the request's whole budget; the budget itself bounds the tries together).
+    options: dict[str, object] = {}
+    if spec.startswith("openai:"):
+        options = {"api_key": api_key, "timeout_s": timeout_s}
     return models.load(spec, **options)
 
 

@@ -1,0 +1,101 @@
+"""Where chat turns run: a bounded pool of their own, one deadline each, cancelled when the
+client leaves.
+
+A chat turn holds a thread for as long as the model takes (seconds to minutes). Run in the
+server's shared thread pool, some dozens of slow turns would starve every other route (auth,
+/healthz, the memory API) of threads. So turns run in this runner's own executor of
+`max_inflight` threads, and a turn that finds them all busy is refused at once (429 with
+Retry-After), not queued behind them. Each turn gets one budget of `model_timeout` seconds
+for all its model calls, retries included (models/deadline.py); when its client disconnects
+the budget is cancelled, so the model call stops at its next chunk or retry and the thread
+comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from personavlm.models import deadline
+from personavlm.server.errors import ApiError
+
+__all__ = ["ChatRunner"]
+
+T = TypeVar("T")
+
+# How often a waiting turn asks whether its client is still there.
+_DISCONNECT_POLL_S = 0.25
+
+
+class ChatRunner:
+    def __init__(self, *, max_inflight: int, model_timeout_s: float) -> None:
+        self.max_inflight = max_inflight
+        self.model_timeout_s = model_timeout_s
+        self._executor = ThreadPoolExecutor(max_inflight, thread_name_prefix="personavlm-chat")
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self.rejected = 0
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run(
+        self,
+        work: Callable[[], T],
+        *,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> T:
+        """Run `work` (a whole chat turn) in the pool under one budget. Raises ApiError 429
+        when every slot is busy; cancels the budget when `disconnected()` turns true or the
+        caller is cancelled (a stream whose client left), then raises CancelledError."""
+        self._take_slot()
+        budget = deadline.new_budget(self.model_timeout_s)
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, context.run, self._call, budget, work)
+        try:
+            if disconnected is None:
+                return await asyncio.shield(future)
+            return await self._until_done_or_gone(future, disconnected)
+        except asyncio.CancelledError:
+            budget.cancel()
+            raise
+
+    def _take_slot(self) -> None:
+        with self._lock:
+            if self._inflight >= self.max_inflight:
+                self.rejected += 1
+                raise ApiError(
+                    429,
+                    "model_busy",
+                    f"all {self.max_inflight} chat slots are busy with the model "
+                    "(--max-inflight); retry shortly",
+                    headers={"Retry-After": "1"},
+                )
+            self._inflight += 1
+
+    def _call(self, budget: deadline.Budget, work: Callable[[], T]) -> T:
+        try:
+            with deadline.active(budget):
+                return work()
+        finally:
+            with self._lock:  # the slot is free when the thread is, not when the client is
+                self._inflight -= 1
+
+    async def _until_done_or_gone(
+        self, future: asyncio.Future[T], disconnected: Callable[[], Awaitable[bool]]
+    ) -> T:
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=_DISCONNECT_POLL_S)
+            if done:
+                return future.result()
+            if await disconnected():
+                raise asyncio.CancelledError("the client disconnected")
