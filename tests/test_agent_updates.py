@@ -232,8 +232,10 @@ def test_images_as_path_bytes_and_data_url_are_one_stored_image(
         ("data:text/plain;base64,aGVsbG8=", "not an image type"),
         ("data:image/png;base64,@@@", "invalid base64"),
         ("/no/such/picture.png", "image file not found"),
-        (truncated(picture("PNG", size=(64, 64))), "not a valid PNG picture"),
-        (huge_png(7_000, 7_000), "the limit is 40,000,000 pixels"),
+        pytest.param(
+            truncated(picture("PNG", size=(64, 64))), "not a valid PNG picture", id="cut-png"
+        ),
+        pytest.param(huge_png(7_000, 7_000), "the limit is 40,000,000 pixels", id="49-megapixels"),
     ],
 )
 def test_bad_images_are_refused_before_any_model_call(
@@ -367,9 +369,7 @@ def test_a_session_update_is_capped_and_drops_long_summaries_and_values(
 ) -> None:
     script.episodic = lambda req: json.dumps(
         {
-            "topics": [
-                {"summary": f"Topic {i}.", "keywords": [], "turns": [0]} for i in range(3)
-            ]
+            "topics": [{"summary": f"Topic {i}.", "keywords": [], "turns": [0]} for i in range(3)]
             + [{"summary": "Long " * 30, "keywords": [], "turns": [0]}]
         }
     )

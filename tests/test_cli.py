@@ -645,10 +645,9 @@ INPUT_ERRORS = [
         f"--exclude takes memory ids in 1..{BEYOND_INT64 - 1}",
     ),
     (
-        ["memory", "add", "x", "--user", "ann", "--type", "semantic",
-         "--time", "0999-01-01 10:00"],
+        ["memory", "add", "x", "--user", "ann", "--type", "semantic", "--time", "0999-01-01 10:00"],
         "time: year 999 is out of range; times must fall in the years 1000..9999",
-    ),  # fmt: skip
+    ),
     (
         ["memory", "update", "3", "--user", "ann", "--content", "x", "--time", "0500-01-01 10:00"],
         "year 500 is out of range",
@@ -666,20 +665,44 @@ INPUT_ERRORS = [
         "end: year 999 is out of range",
     ),
     (
-        ["personality", "record", "--user", "ann", *"-o 3 -c 3 -e 3 -a 3 -n 3".split(),
-         "--time", "0999-01-01 10:00"],
+        [
+            "personality",
+            "record",
+            "--user",
+            "ann",
+            *["-o", "3", "-c", "3", "-e", "3", "-a", "3", "-n", "3"],
+            "--time",
+            "0999-01-01 10:00",
+        ],
         "year 999 is out of range",
-    ),  # fmt: skip
+    ),
     (
-        ["memory", "list", "--user", "ann", "--start", "2024-03-01 00:00",
-         "--end", "2024-01-01 00:00"],
+        [
+            "memory",
+            "list",
+            "--user",
+            "ann",
+            "--start",
+            "2024-03-01 00:00",
+            "--end",
+            "2024-01-01 00:00",
+        ],
         "start is after end",
-    ),  # fmt: skip
+    ),
     (
-        ["memory", "search", "dog", "--user", "ann", "--start", "2024-03-01 00:00",
-         "--end", "2024-01-01 00:00"],
+        [
+            "memory",
+            "search",
+            "dog",
+            "--user",
+            "ann",
+            "--start",
+            "2024-03-01 00:00",
+            "--end",
+            "2024-01-01 00:00",
+        ],
         "start is after end",
-    ),  # fmt: skip
+    ),
 ]
 
 

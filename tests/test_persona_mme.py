@@ -197,9 +197,9 @@ def test_equal_times_and_a_repeated_image_are_allowed(tmp_path: Path) -> None:
     assert first.images == second.images == (tmp_path / "same.png",)
 
 
-def test_images_are_only_sniffed(tmp_path: Path) -> None:
-    # A JPEG header followed by junk passes: the loader checks the first bytes, it does not
-    # decode (or read) the picture.
+def test_a_picture_that_does_not_decode_fails_the_load(tmp_path: Path) -> None:
+    # A JPEG header followed by junk: the loader decodes every picture as the store will, so
+    # a replay never stops half-way at a damaged picture with earlier exchanges written.
     data = {
         "sessions": [[{"time": "2024-03-05 14:30", "user": "<img>", "assistant": "a"}]],
         "imgs": ["photo.jpg"],
@@ -207,7 +207,8 @@ def test_images_are_only_sniffed(tmp_path: Path) -> None:
     path = _write(tmp_path, data, images=False)
     (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 100_000)
 
-    assert load_history(path).image_count == 1
+    with pytest.raises(ValidationError, match=r"imgs\[0\].*photo\.jpg"):
+        load_history(path)
 
 
 def test_records_are_frozen(tmp_path: Path) -> None:

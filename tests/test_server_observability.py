@@ -208,6 +208,21 @@ def test_every_answer_carries_the_security_headers(running: Running) -> None:
         assert_hardened(answer)
 
 
+def test_an_unexpected_error_is_answered_with_the_headers(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starlette answers an exception outside every middleware; the 500 still carries them."""
+
+    def broken(_secret: str) -> None:
+        raise RuntimeError("a bug in the key lookup (on purpose)")
+
+    monkeypatch.setattr(running.store, "authenticate", broken)
+    answer = running.client.get("/v1/me", headers=ADMIN)
+    assert answer.status_code == 500
+    assert error_of(answer)["code"] == "internal_error"
+    assert_hardened(answer)
+
+
 # ---------------------------------------------------------------------------- /docs
 
 
@@ -242,5 +257,5 @@ def test_docs_assets_are_the_listed_files_only(running: Running) -> None:
     assert script.headers["content-type"].startswith("text/javascript")  # nosniff needs it
     css = client.get("/docs/assets/swagger-ui.css")
     assert css.headers["content-type"].startswith("text/css")
-    for other in ("index.html", "swagger-initializer.js", "..%2F..%2Fpyproject.toml"):
+    for other in ("redoc.standalone.js", "index.html", "..%2F..%2Fpyproject.toml"):
         assert client.get(f"/docs/assets/{other}").status_code == 404, other

@@ -189,7 +189,12 @@ def test_personavlm_serve_runs_and_prints_its_admin_key_once(tmp_path: Path) -> 
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "personavlm serve did not come up in 30 s"
                 time.sleep(0.1)
-        assert health.json() == {"status": "ok", "engine": "sqlite", "model": False}
+        assert health.json() == {
+            "status": "ok",
+            "problems": [],
+            "engine": "sqlite",
+            "model": False,
+        }
         stderr = process.stderr
         assert stderr is not None
         key = ""

@@ -32,7 +32,15 @@ from personavlm.errors import ConflictError, ModelError, UserGoneError
 from personavlm.memory import MemoryStore
 from personavlm.models.openai import OpenAIChatModel
 from personavlm.testing import ScriptedOpenAIServer, ScriptedResponse
-from server_fixtures import ADMIN_KEY, bearer, error_of, make_config, make_user_key, served
+from server_fixtures import (
+    ADMIN_KEY,
+    bearer,
+    error_of,
+    make_config,
+    make_user_key,
+    png_bytes,
+    served,
+)
 
 # A client timeout far above what any answer here should take: a route that is blocked
 # shows up as a timeout (a failure), never as a slow pass.
@@ -265,10 +273,15 @@ def test_a_chat_running_while_its_user_is_deleted_stores_nothing_and_answers_410
         assert db.execute("SELECT count(*) FROM users WHERE id = 'ann'").fetchone()[0] == 0
 
 
+@pytest.mark.parametrize(
+    "store_location",
+    ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+    indirect=True,
+)
 def test_an_assistant_turn_racing_a_deletion_raises_user_gone(
-    tmp_path: Path, script: AgentScript, server: ScriptedOpenAIServer
+    open_store: Any, script: AgentScript, server: ScriptedOpenAIServer
 ) -> None:
-    store = MemoryStore.open(tmp_path / "m.db", embedder=HashingEmbedder())
+    store = open_store()
     model = OpenAIChatModel("scripted", server.base_url)
     with store, model, Assistant(store, model, AgentConfig(update="queue")) as assistant:
         assistant.respond("ann", "first")
@@ -393,6 +406,10 @@ def test_forgetting_leaves_nothing_readable_and_files_are_private(tmp_path: Path
     store = MemoryStore.open(path, embedder=HashingEmbedder())
     with store:
         store.add("ann", "semantic", "the secret word is zanzibarquux")
+        picture = store.store_image(png_bytes((1, 2, 3)))
+        blob = store.blobs.root / picture.id[:2] / picture.id
+        for made in (store.blobs.root, blob.parent, blob):
+            assert stat.S_IMODE(made.stat().st_mode) & 0o077 == 0, made
         store.delete_user("ann")
         for file in path.parent.iterdir():
             if file.is_file():

@@ -211,7 +211,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (its timeout); nothing is owed to it
 
-
     def _write_body(self, data: bytes, answer: ScriptedResponse | None) -> None:
         if answer is not None and answer.truncate_to is not None:
             data = data[: answer.truncate_to]

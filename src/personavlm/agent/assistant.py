@@ -36,7 +36,12 @@ from personavlm.agent.exchange import (
 from personavlm.agent.protocol import Protocol
 from personavlm.agent.respond import run_response
 from personavlm.agent.trace import Trace, UpdateReport
-from personavlm.agent.update import UpdatePhase
+from personavlm.agent.update import (
+    MAX_MEMORY_CHARS,
+    MAX_SESSION_OPS,
+    MAX_TURN_OPS,
+    UpdatePhase,
+)
 from personavlm.agent.worker import BackgroundWorker, Worker
 from personavlm.errors import ConflictError, ModelError, ValidationError
 from personavlm.media.blobs import ImageSource
@@ -67,6 +72,11 @@ class AgentConfig:
     max_tokens: int = 1024
     temperature: float = 0.0
     update: UpdateMode = "inline"
+    # What one update job may write (agent/update.py says why these numbers); the excess is
+    # dropped with a note in the update report.
+    max_turn_ops: int = MAX_TURN_OPS
+    max_session_ops: int = MAX_SESSION_OPS
+    max_memory_chars: int = MAX_MEMORY_CHARS
 
     def __post_init__(self) -> None:
         if str(self.protocol) not in Protocol._value2member_map_:
@@ -118,7 +128,16 @@ class Assistant:
         self.config = config or AgentConfig()
         self.settings = CallSettings(self.config.max_tokens, self.config.temperature)
         protocol = Protocol(str(self.config.protocol))
-        self.worker = Worker(store, UpdatePhase(store, model, protocol, self.settings))
+        phase = UpdatePhase(
+            store,
+            model,
+            protocol,
+            self.settings,
+            max_turn_ops=self.config.max_turn_ops,
+            max_session_ops=self.config.max_session_ops,
+            max_memory_chars=self.config.max_memory_chars,
+        )
+        self.worker = Worker(store, phase)
         self._user_locks: weakref.WeakValueDictionary[str, _UserLock] = (
             weakref.WeakValueDictionary()
         )
@@ -133,6 +152,11 @@ class Assistant:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def worker_alive(self) -> bool | None:
+        """Whether the background worker thread runs (None: none runs in this process)."""
+        return None if self._background is None else self._background.alive
 
     @property
     def worker_problem(self) -> str | None:

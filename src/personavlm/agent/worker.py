@@ -91,6 +91,8 @@ class Worker:
         self.phase = phase
         self.name = name or Claimant.name()
         self.lease_s = lease_s
+        # Told of every failed job (the service counts them for /metrics).
+        self.on_failure: Callable[[UpdateReport], None] | None = None
 
     def run_once(
         self,
@@ -123,7 +125,10 @@ class Worker:
             self.store.fail_job(job, error)
         except NotFoundError:  # the user was deleted meanwhile: the job went with them
             return UpdateReport(job.id, job.user_id, job.kind, "dropped", error=error)
-        return UpdateReport(job.id, job.user_id, job.kind, "failed", error=error)
+        report = UpdateReport(job.id, job.user_id, job.kind, "failed", error=error)
+        if self.on_failure is not None:
+            self.on_failure(report)
+        return report
 
     def drain(
         self, user_id: str | None = None, *, ignore_backoff: bool = False

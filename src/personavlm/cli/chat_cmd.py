@@ -504,6 +504,10 @@ def worker(
         with open_store(db, embedder) as store:
             if user is not None and not store.has_user(user):
                 raise NotFoundError(f"no user {user!r} in this store")
+            from personavlm.agent.worker import release_orphaned_claims
+
+            # A worker killed here earlier (kill -9, a reboot) left claims: free them now.
+            release_orphaned_claims(store)
             with running_assistant(store, spec, config) as assistant:
                 if not once:
                     _serve(assistant, user, poll, as_json)

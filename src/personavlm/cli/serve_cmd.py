@@ -3,8 +3,9 @@
 Flags and the environment are resolved here, once, into a `ServiceConfig` (the app reads no
 environment): the store from --db / PERSONAVLM_DB / PERSONAVLM_HOME, the encoder from
 --embedder / PERSONAVLM_EMBEDDER, the chat model from --model / PERSONAVLM_MODEL with its key
-from PERSONAVLM_API_KEY / OPENAI_API_KEY, the admin key from PERSONAVLM_ADMIN_KEY. FastAPI
-and uvicorn (the `server` extra) are imported only when the command runs.
+from PERSONAVLM_API_KEY / OPENAI_API_KEY, the admin key from PERSONAVLM_ADMIN_KEY, the
+largest picture from --max-image-pixels / PERSONAVLM_MAX_IMAGE_PIXELS. FastAPI and uvicorn
+(the `server` extra) are imported only when the command runs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import typer
 from personavlm.agent.protocol import Protocol
 from personavlm.cli.common import DbOption, EmbedderOption, fail_on_errors
 from personavlm.errors import ConfigError, MissingDependencyError
+from personavlm.media.blobs import DEFAULT_MAX_PIXELS
 from personavlm.settings import api_key, load_settings, model_spec
 
 if TYPE_CHECKING:
@@ -74,6 +76,17 @@ def serve(
         f"Default: ${MAX_IMAGE_PIXELS_ENV}, else 40000000.",
         show_default=False,
     ),
+    max_inflight: int = typer.Option(
+        8,
+        "--max-inflight",
+        help="Chat turns waiting on the model at once; more are refused at once with 429.",
+    ),
+    model_timeout: float = typer.Option(
+        120.0,
+        "--model-timeout",
+        help="Seconds one chat turn may spend on the model in all (retries included); "
+        "past that the turn fails with 502 and the message is kept.",
+    ),
 ) -> None:
     """Serve the personalised model, the memory API and the web page over HTTP.
 
@@ -94,6 +107,8 @@ def serve(
             max_body_mb=max_body_mb,
             max_image_mb=max_image_mb,
             max_image_pixels=max_image_pixels,
+            max_inflight=max_inflight,
+            model_timeout=model_timeout,
         )
         run(config)
 
@@ -110,6 +125,8 @@ def service_config(
     max_body_mb: float = 20.0,
     max_image_mb: float = 10.0,
     max_image_pixels: int | None = None,
+    max_inflight: int = 8,
+    model_timeout: float = 120.0,
     env: Mapping[str, str] | None = None,
 ) -> ServiceConfig:
     """Flags and the environment as one ServiceConfig (`env` defaults to os.environ)."""
@@ -136,7 +153,9 @@ def service_config(
         protocol=protocol,
         max_body_bytes=_bytes(max_body_mb, "--max-body-mb"),
         max_image_bytes=_bytes(max_image_mb, "--max-image-mb"),
-        **_pixel_limit(max_image_pixels, environ),
+        max_image_pixels=_pixel_limit(max_image_pixels, environ),
+        max_inflight=max_inflight,
+        model_timeout_s=model_timeout,
     )
 
 
@@ -161,15 +180,15 @@ def require_server_extra() -> None:
             )
 
 
-def _pixel_limit(flag: int | None, environ: Mapping[str, str]) -> dict[str, int]:
-    """max_image_pixels from the flag, else the environment; nothing (the config's default)
-    when neither is given. ConfigError names where a bad value came from."""
+def _pixel_limit(flag: int | None, environ: Mapping[str, str]) -> int:
+    """max_image_pixels from the flag, else the environment, else the blob store's default.
+    ConfigError names where a bad value came from."""
     if flag is not None:
         value, source = flag, "--max-image-pixels"
     else:
         raw = environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
         if not raw:
-            return {}
+            return DEFAULT_MAX_PIXELS
         source = MAX_IMAGE_PIXELS_ENV
         try:
             value = int(raw)
@@ -177,7 +196,7 @@ def _pixel_limit(flag: int | None, environ: Mapping[str, str]) -> dict[str, int]
             raise ConfigError(f"{source} must be a whole number of pixels, got {raw!r}") from None
     if value < 1:
         raise ConfigError(f"{source} must be at least 1 pixel, got {value}")
-    return {"max_image_pixels": value}
+    return value
 
 
 def _bytes(megabytes: float, flag: str) -> int:

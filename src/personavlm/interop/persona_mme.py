@@ -26,8 +26,9 @@ The whole file is checked before anything is returned, and every problem raises
 both 0-based). Checked: the JSON shape; each turn's "time", "user" and "assistant" strings (an
 empty assistant reply is allowed; an empty user text only when the turn carries an image);
 times that parse and never go backwards; as many images as `<img>` markers; and each image file
-exists, is at most `MAX_IMAGE_BYTES` and starts like an image. Image files are only sniffed
-(their first bytes), never read whole: a history holds hundreds of turns.
+exists, is at most `MAX_IMAGE_BYTES` and decodes whole as the image its first bytes name, in
+at most the store's default pixel limit (media/blobs.py `verify_picture`), so a damaged
+picture fails the load, not the replay half-way.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ from pathlib import Path
 from typing import Any
 
 from personavlm.errors import ValidationError
-from personavlm.media.blobs import MAX_IMAGE_BYTES, sniff_mime
+from personavlm.media.blobs import (
+    DEFAULT_MAX_PIXELS,
+    MAX_IMAGE_BYTES,
+    sniff_mime,
+    verify_picture,
+)
 from personavlm.timeutil import parse_time
 
 __all__ = [
@@ -326,11 +332,15 @@ def _check_image_files(
                 f"{where}: image {path} is {size} bytes; the limit is {MAX_IMAGE_BYTES} bytes: "
                 "shrink or recompress it"
             )
-        if sniff_mime(head) is None:
+        mime = sniff_mime(head)
+        if mime is None:
             raise ValidationError(
                 f"{where}: {path} is not a PNG, JPEG, GIF, WebP or BMP image (checked its "
                 "first bytes); replace it with the real image file"
             )
+        # Decoded whole now, as the store will when the replay stores it: a damaged picture
+        # must fail the load, not the replay after earlier exchanges were written.
+        verify_picture(path.read_bytes(), mime, f"{where}: {path}", max_pixels=DEFAULT_MAX_PIXELS)
         checked.add(path)
 
 

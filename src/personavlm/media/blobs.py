@@ -17,8 +17,9 @@ decode), the size must be at most `max_pixels` (read from the header, before any
 decoded), and both `verify()` and a full `load()` of a fresh open must succeed (verify
 checks a PNG's chunks and checksums but not its compressed data, and checks a JPEG, GIF or
 WebP hardly at all). A truncated file or a decompression bomb (a small file declaring
-20000x20000 pixels) is a ValidationError and writes nothing. The type a data URL declares is not trusted or checked:
-the bytes decide (a JPEG sent as `data:image/png` is stored as the JPEG it is).
+20000x20000 pixels) is a ValidationError and writes nothing. The type a data URL declares is
+not trusted or checked: the bytes decide (a JPEG sent as `data:image/png` is stored as the
+JPEG it is).
 
 This module is a leaf: it imports nothing of the memory engine.
 """
@@ -172,7 +173,9 @@ class BlobStore:
 
     def _write(self, target: Path, data: bytes) -> None:
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            # Owner only: the folders (0700) and, through mkstemp, the files (0600).
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            target.parent.mkdir(mode=0o700, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)

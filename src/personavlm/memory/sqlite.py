@@ -221,9 +221,9 @@ class SqliteEngine:
         """Move the forgetting transaction out of the -wal file into the (zeroed) database
         pages and truncate the log: until then a forgotten user's rows are still in it."""
         with _mapped_errors(self.path, self.busy_timeout_s):
-            busy, _log, _moved = self.connection().execute(
-                "PRAGMA wal_checkpoint(TRUNCATE)"
-            ).fetchone()
+            busy, _log, _moved = (
+                self.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            )
         if busy:
             raise StoreError(
                 f"the user's rows are deleted, but readers kept {self.path}-wal from being "

@@ -114,4 +114,5 @@ def _add_middleware(app: FastAPI, config: ServiceConfig, service: Service) -> No
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(AuthMiddleware, service=service)  # before the body limit: 401 first
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=RouteLabels(app))
-    app.add_middleware(SecurityHeadersMiddleware)  # on every answer, 401 and 413 included
+    # On every answer, 401, 413 and the 500 of an unexpected exception included.
+    app.add_middleware(SecurityHeadersMiddleware, on_error=app.exception_handlers[Exception])

@@ -32,9 +32,16 @@ _DISCONNECT_POLL_S = 0.25
 
 
 class ChatRunner:
-    def __init__(self, *, max_inflight: int, model_timeout_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        max_inflight: int,
+        model_timeout_s: float,
+        on_refused: Callable[[], None] | None = None,
+    ) -> None:
         self.max_inflight = max_inflight
         self.model_timeout_s = model_timeout_s
+        self._on_refused = on_refused
         self._executor = ThreadPoolExecutor(max_inflight, thread_name_prefix="personavlm-chat")
         self._lock = threading.Lock()
         self._inflight = 0
@@ -73,6 +80,8 @@ class ChatRunner:
         with self._lock:
             if self._inflight >= self.max_inflight:
                 self.rejected += 1
+                if self._on_refused is not None:
+                    self._on_refused()
                 raise ApiError(
                     429,
                     "model_busy",

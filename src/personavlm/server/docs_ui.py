@@ -1,9 +1,9 @@
 """/docs: Swagger UI served from this app, so it works offline and under a strict CSP.
 
 FastAPI's own /docs loads Swagger UI from a CDN: blank without internet, and a page of this
-origin running another origin's script. The `swagger-ui-bundle` package (Apache-2.0) ships
-Swagger UI's built files; three of them are served at /docs/assets/, and nothing else of
-that folder (its index.html would load the petstore example from the internet).
+origin running another origin's script. The `fastapi-offline` package (MIT; it bundles
+Swagger UI 5, Apache-2.0, which reads FastAPI's OpenAPI 3.1 schema) ships the built files
+in its `static/` folder; the three files /docs needs are served at /docs/assets/, no other.
 
 Swagger UI starts from a short inline script that FastAPI's `get_swagger_ui_html` writes.
 Its text is the same for every request of an app, so /docs allows exactly that script by
@@ -17,12 +17,12 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
-from swagger_ui_bundle import swagger_ui_path
 
 from personavlm.server.headers import content_security_policy
 
@@ -35,9 +35,10 @@ ASSETS_PATH = "/docs/assets"
 ASSETS = {
     "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
     "swagger-ui.css": "text/css; charset=utf-8",
-    "favicon-32x32.png": "image/png",
+    "favicon.png": "image/png",
 }
-ASSETS_DIR = Path(swagger_ui_path)
+# Package data, found through the import system like any other (a wheel installs it as files).
+ASSETS_DIR = Path(str(files("fastapi_offline") / "static"))
 INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)  # the one without a src
 
 
@@ -54,7 +55,7 @@ def docs_page(title: str, openapi_url: str) -> DocsPage:
         title=title,
         swagger_js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
         swagger_css_url=f"{ASSETS_PATH}/swagger-ui.css",
-        swagger_favicon_url=f"{ASSETS_PATH}/favicon-32x32.png",
+        swagger_favicon_url=f"{ASSETS_PATH}/favicon.png",
         # No validator badge: it would send the schema's URL to swagger.io.
         swagger_ui_parameters={"validatorUrl": None},
     ).body

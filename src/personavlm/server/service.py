@@ -36,12 +36,14 @@ class Service:
         self._store: MemoryStore | None = None
         self._model: ChatModel | None = None
         self._assistant: Assistant | None = None
-        self.chat_runner = ChatRunner(
-            max_inflight=config.max_inflight, model_timeout_s=config.model_timeout_s
-        )
         # The store is opened later: the queue is read through the property at each scrape.
         self.metrics = Metrics(
             queue_status=lambda: self.store.queue_status(), worker_alive=self.worker_alive
+        )
+        self.chat_runner = ChatRunner(
+            max_inflight=config.max_inflight,
+            model_timeout_s=config.model_timeout_s,
+            on_refused=lambda: self.metrics.count_chat_rejected("busy"),
         )
 
     def open(self) -> None:
@@ -58,11 +60,16 @@ class Service:
             # when their lease runs out.
             release_orphaned_claims(store)
             if self.config.model is not None:
-                self._model = _load_model(
-                    self.config.model, self.config.model_api_key, self.config.model_timeout_s
+                self._model = self.metrics.metered(
+                    _load_model(
+                        self.config.model, self.config.model_api_key, self.config.model_timeout_s
+                    )
                 )
                 agent = AgentConfig(protocol=self.config.protocol, update=self.config.update)
                 self._assistant = Assistant(store, self._model, agent)
+                self._assistant.worker.on_failure = lambda report: (
+                    self.metrics.count_update_job_failed(report.kind)
+                )
         except BaseException:
             self.close()
             raise
@@ -100,10 +107,8 @@ class Service:
 
     def worker_alive(self) -> bool | None:
         """Whether the background update worker runs; None where none is meant to (no model,
-        or `--update inline`). The Assistant shows no state of its worker thread, so this
-        cannot tell yet and answers None: the `personavlm_worker_up` gauge is then left out
-        rather than guessed."""
-        return None
+        or `--update inline`): the `personavlm_worker_up` gauge is then left out."""
+        return None if self._assistant is None else self._assistant.worker_alive
 
     def health(self) -> tuple[str, list[str]]:
         """("ok" | "degraded", why): degraded while the update worker is down or restarting."""
