@@ -62,6 +62,7 @@ import os
 import platform
 import queue
 import random
+import shutil
 import signal
 import socket
 import sqlite3
@@ -795,6 +796,7 @@ def run_kill(
         first = start_serve(location, model_url, args.embedder, blobs, server_flags(args), "first")
         try:
             keys = make_users(first.url, args.clients)
+            warm_up(first.url, next(iter(keys.items())))  # the encoder loads on first use
             start = threading.Event()
             threads, logs = _start_clients(
                 first.url, keys, args, start, stop_at_connection_error=True
@@ -850,6 +852,9 @@ def run_kill(
         done_at_kill=done_at_kill,
         restart_to_healthy_s=second.healthy_s,
         healthy_to_first_job_done_s=after_healthy(watch.first_done),
+        restart_to_first_job_done_s=(
+            None if watch.first_done is None else watch.first_done - second.started
+        ),
         healthy_to_orphaned_job_done_s=after_healthy(watch.orphans_done),
         drain_s=drain_s,
         first_search_after_healthy_s=first_search_s,
@@ -889,10 +894,16 @@ class _QueueWatch:
                 now = time.perf_counter()
                 if self.first_done is None and probe.counts()[1] > self.done0:
                     self.first_done = now
-                if self.orphans_done is None and all(probe.is_done(j) for j in self.orphans):
+                if (
+                    self.orphans
+                    and self.orphans_done is None
+                    and all(probe.is_done(j) for j in self.orphans)
+                ):
                     self.orphans_done = now
-                if self.first_done is not None and self.orphans_done is not None:
+                if self.first_done is not None and (self.orphans_done or not self.orphans):
                     break
+                if self.first_done is None and probe.counts()[0] == 0:
+                    break  # nothing was pending: nothing to wait for
                 if self._stop.wait(0.05):
                     break
         self._finished.set()
@@ -1047,20 +1058,23 @@ def markdown_kill(results: list[dict[str, Any]], args: argparse.Namespace) -> st
         f"encoder {args.embedder}; {machine_line()}",
         "",
         "| engine | killed at s | acknowledged memories / chats | claims at kill | pending "
-        "at kill | restart -> healthy s | healthy -> first job done s | healthy -> "
-        "orphaned job done s | lost memories | lost chat turns | missing update memories |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "at kill | restart -> healthy s | healthy -> first search answered s | healthy -> "
+        "first job done s | healthy -> orphaned job done s | restart -> first job done s "
+        "| lost memories | lost chat turns | missing update memories |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def seconds(value: float | None) -> str:
-        return "never (in 120 s)" if value is None else f"{value:.2f}"
+        return "none / never" if value is None else f"{value:.2f}"
 
     for r in results:
         lines.append(
             f"| {r['engine']} | {r['killed_at_s']:.1f} | {r['acknowledged_memories']} / "
             f"{r['acknowledged_chats']} | {len(r['claims_at_kill'])} | {r['pending_at_kill']} | "
-            f"{r['restart_to_healthy_s']:.2f} | {seconds(r['healthy_to_first_job_done_s'])} | "
-            f"{seconds(r['healthy_to_orphaned_job_done_s'])} | {r['lost_memories']} | "
+            f"{r['restart_to_healthy_s']:.2f} | {r['first_search_after_healthy_s']:.2f} | "
+            f"{seconds(r['healthy_to_first_job_done_s'])} | "
+            f"{seconds(r['healthy_to_orphaned_job_done_s'])} | "
+            f"{seconds(r['restart_to_first_job_done_s'])} | {r['lost_memories']} | "
             f"{r['lost_turns']} | {r['missing_update_memories']} |"
         )
     lines.append("")
@@ -1120,6 +1134,11 @@ def main() -> None:
                 result = run_engine(engine, args, model.base_url, Path(scratch))
             results.append(result)
             print(json.dumps(result, indent=2), file=sys.stderr)
+        # The server logs (each start's stdout and stderr) next to the JSON, for reading later.
+        logs = args.out.with_suffix(".logs")
+        logs.mkdir(parents=True, exist_ok=True)
+        for log_file in Path(scratch).glob("*.serve.log"):
+            shutil.copy(log_file, logs / log_file.name)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = vars(args) | {"out": str(args.out)}
     args.out.write_text(json.dumps({"args": settings, "results": results}, indent=2))

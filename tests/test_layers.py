@@ -35,8 +35,9 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors"}),
     # Shared foundations, each needing at most errors. `tasks` is the Persona-MME task table
     # that synth (writes questions) and bench (scores them) share; `testing` holds the fakes
-    # shipped for users' tests; `data` is package data (the bundled sample).
-    frozenset({"timeutil", "settings", "tasks", "testing", "data"}),
+    # shipped for users' tests; `data` is package data (the bundled sample); `lazy` loads
+    # the packages' public names on first use.
+    frozenset({"timeutil", "settings", "tasks", "testing", "data", "lazy"}),
     # Value types and leaf services the store uses.
     frozenset({"personality", "embed", "media"}),
     frozenset({"memory"}),

@@ -287,7 +287,7 @@ def test_new_sqlite_store_is_the_description(db: sqlite3.Connection) -> None:
     assert sqlite_shape(db) == expected_shape("sqlite")
     assert fts_sql(db) == " ".join(ddl.SQLITE_FTS.split())
     assert column_order(db) == {t.name: [c.name for c in t.columns] for t in ddl.tables("sqlite")}
-    assert meta_version(db) == str(SCHEMA_VERSION) == "5"
+    assert meta_version(db) == str(SCHEMA_VERSION) == "6"
 
 
 @pytest.mark.postgres

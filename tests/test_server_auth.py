@@ -55,6 +55,9 @@ ROUTES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("GET", "/v1/users/{user_id}/turns"): None,
     ("GET", "/v1/users/{user_id}/images/{image_id}"): None,
     ("GET", "/v1/users/{user_id}/export"): None,
+    ("GET", "/v1/users/{user_id}/jobs"): None,
+    ("POST", "/v1/users/{user_id}/jobs/{job_id}/retry"): None,
+    ("POST", "/v1/users/{user_id}/jobs/{job_id}/drop"): None,
 }
 # Routes whose user is named in the body instead of the path.
 BODY_USER_ROUTES = [("POST", "/v1/chat/completions"), ("POST", "/v1/users")]
@@ -82,6 +85,7 @@ class World:
     memory_id: int
     event_id: int
     image_id: str
+    job_id: int
 
     def call(
         self, route: tuple[str, str], *, user: str, headers: dict[str, str] | None = None
@@ -93,6 +97,7 @@ class World:
             event_id=self.event_id,
             image_id=self.image_id,
             key_id=self.ann_key_id,
+            job_id=self.job_id,
         )
         sample = ROUTES[route]
         body = None if sample is None else _fill(sample, user)
@@ -128,6 +133,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             time="2024-03-02 10:00", role="user", text=ANN_SECRET, image_ids=(image.id,)
         )
         store.append_turns("ann", [turn])
+        with store.transaction("ann") as tx:  # a dead job of ann's, to retry or drop
+            job_id = tx.queue.enqueue("ann", "turn", {"v": 1, "user_turn": 1, "assistant_turn": 1})
+        claimed = store.claim_job("auth-test")
+        assert claimed is not None and claimed.id == job_id
+        store.fail_job(claimed, f"{ANN_SECRET} broke the model", max_attempts=1)
         yield World(
             app=app,
             client=client,
@@ -138,6 +148,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             memory_id=memory_id,
             event_id=history.json()["data"][0]["id"],
             image_id=image.id,
+            job_id=job_id,
         )
 
 

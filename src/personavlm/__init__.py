@@ -11,8 +11,9 @@ encoders) with it. Type checkers read the `TYPE_CHECKING` block instead.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from personavlm.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from personavlm.errors import (
@@ -122,14 +123,7 @@ _SOURCES: dict[str, str] = {
 if not TYPE_CHECKING:
     # Hidden from type checkers: a module __getattr__ would make them accept any attribute
     # of this module (a typo included), typed `object`.
-    def __getattr__(name: str) -> object:
-        """Import the module holding a public name on first access, then cache the name here."""
-        source = _SOURCES.get(name)
-        if source is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value: object = getattr(importlib.import_module(source), name)
-        globals()[name] = value  # later lookups find it without coming back here
-        return value
+    __getattr__ = lazy_getattr(__name__, _SOURCES, globals())
 
 
 def __dir__() -> list[str]:

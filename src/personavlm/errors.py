@@ -103,10 +103,16 @@ class ModelError(PersonaVLMError):
     # Set by the agent when the user's message was kept (as a failed turn) before this
     # error reached the caller: the user's words are never lost to a model's fault.
     kept_turn_id: int | None = None
+    # True when the failure says nothing about the request (the server unreachable, slow,
+    # overloaded): retrying the same request later may well work. False when the server
+    # refused or could not handle this request: the same request fails again.
+    transient: bool = False
 
 
 class ModelConnectionError(ModelError, ConnectionError):
     """The model server was unreachable or timed out on every attempt."""
+
+    transient = True
 
 
 class ModelResponseError(ModelError):
@@ -117,6 +123,10 @@ class ProtocolError(ModelResponseError):
     """The model's reply breaks the agent's output protocol (tags or json); `reply` is the
     text that broke it, when known."""
 
-    def __init__(self, message: str, *, reply: str = "") -> None:
+    def __init__(
+        self, message: str, *, reply: str = "", replies: tuple[str, ...] | None = None
+    ) -> None:
         super().__init__(message)
         self.reply = reply
+        # Every reply that broke it (the first try and the retry), kept with a dead job.
+        self.replies = replies if replies is not None else ((reply,) if reply else ())

@@ -4,8 +4,9 @@ Where data lives, in order: `--db PATH|URL`; else PERSONAVLM_DB; else the SQLite
 `personavlm.db` under PERSONAVLM_HOME (default ~/.local/share/personavlm). A `postgresql://`
 URL selects the PostgreSQL engine; its pictures go to PERSONAVLM_BLOBS, else
 $PERSONAVLM_HOME/blobs (a SQLite store keeps them beside its file, in `<file>.blobs`).
-Which chat model: `--model SPEC`, else PERSONAVLM_MODEL; its API key: PERSONAVLM_API_KEY,
-else OPENAI_API_KEY.
+Which chat model: `--model SPEC`, else PERSONAVLM_MODEL, else the bundled `local:smollm2`
+(models/bundled.py); `none` in either place means no model (the service then runs memory-only
+and answers chat with 503). Its API key: PERSONAVLM_API_KEY, else OPENAI_API_KEY.
 Nothing in the library reads the environment; it is handed a Settings (and a model spec/key).
 """
 
@@ -20,15 +21,22 @@ from personavlm.errors import ConfigError
 
 __all__ = [
     "DEFAULT_EMBEDDER",
+    "DEFAULT_MODEL",
+    "NO_MODEL",
     "Settings",
     "api_key",
     "embedder_name",
     "load_settings",
+    "model_choice",
     "model_spec",
     "named_secret",
 ]
 
 DEFAULT_EMBEDDER = "minilm"
+# The model used when none is configured: tiny, bundled in a package, so a first start works
+# offline. NO_MODEL, given as --model or PERSONAVLM_MODEL, asks for none at all.
+DEFAULT_MODEL = "local:smollm2"
+NO_MODEL = "none"
 _DEFAULT_HOME = Path("~/.local/share/personavlm")
 
 
@@ -81,15 +89,25 @@ def embedder_name(explicit: str | None = None, env: Mapping[str, str] | None = N
     return explicit or environ.get("PERSONAVLM_EMBEDDER") or DEFAULT_EMBEDDER
 
 
-def model_spec(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
-    """--model, else PERSONAVLM_MODEL; ConfigError when neither names a model."""
+def model_choice(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str | None:
+    """--model, else PERSONAVLM_MODEL, else DEFAULT_MODEL; None when the one that decides
+    says `none` (a flag of `none` wins over a model in the environment)."""
     environ = os.environ if env is None else env
-    spec = (explicit or "").strip() or environ.get("PERSONAVLM_MODEL", "").strip()
-    if not spec:
+    spec = (explicit or "").strip() or environ.get("PERSONAVLM_MODEL", "").strip() or DEFAULT_MODEL
+    return None if spec.lower() == NO_MODEL else spec
+
+
+def model_spec(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The model a command that needs one runs: `model_choice`, and ConfigError when it
+    says `none`."""
+    spec = model_choice(explicit, env)
+    if spec is None:
         raise ConfigError(
-            "no chat model given: pass --model openai:<model>@<base_url> (an OpenAI-compatible "
-            "server, e.g. openai:qwen2.5-vl-7b@http://127.0.0.1:8000/v1) or hf:<path> (a local "
-            "checkpoint directory), or set PERSONAVLM_MODEL"
+            "this command needs a chat model, and --model / PERSONAVLM_MODEL says none: pass "
+            "--model openai:<model>@<base_url> (an OpenAI-compatible server, e.g. "
+            "openai:qwen2.5-vl-7b@http://127.0.0.1:8000/v1), hf:<path> (a local checkpoint "
+            f"directory or .gguf file) or {DEFAULT_MODEL} (the bundled demonstration model, "
+            "the default when PERSONAVLM_MODEL is unset)"
         )
     return spec
 

@@ -77,6 +77,8 @@ class AgentConfig:
     max_turn_ops: int = MAX_TURN_OPS
     max_session_ops: int = MAX_SESSION_OPS
     max_memory_chars: int = MAX_MEMORY_CHARS
+    # Attempts before an update job is dead-lettered (agent/worker.py).
+    max_attempts: int = 3
 
     def __post_init__(self) -> None:
         if str(self.protocol) not in Protocol._value2member_map_:
@@ -137,7 +139,7 @@ class Assistant:
             max_session_ops=self.config.max_session_ops,
             max_memory_chars=self.config.max_memory_chars,
         )
-        self.worker = Worker(store, phase)
+        self.worker = Worker(store, phase, max_attempts=self.config.max_attempts)
         self._user_locks: weakref.WeakValueDictionary[str, _UserLock] = (
             weakref.WeakValueDictionary()
         )
@@ -152,6 +154,11 @@ class Assistant:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def wake_worker(self) -> None:
+        """Have the background worker (if one runs here) look at the queue now."""
+        if self._background is not None:
+            self._background.notify()
 
     @property
     def worker_alive(self) -> bool | None:

@@ -93,6 +93,7 @@ def call_parsed(
     try:
         return parse(reply.text), reply.text
     except ProtocolError as first:
+        first_reply = reply.text
         _mark_error(calls, str(first))
         retry = [
             *messages,
@@ -115,6 +116,7 @@ def call_parsed(
         raise ProtocolError(
             f"{purpose}: the model broke the protocol twice; last error: {second}",
             reply=reply.text,
+            replies=(first_reply, reply.text),
         ) from second
 
 

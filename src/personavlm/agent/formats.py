@@ -7,12 +7,21 @@ Two families, like the response protocols:
   released weights were trained to write: personality, semantic candidate, episodic topics,
   core profile, procedural entries.
 Every parser raises ProtocolError with the exact problem; the caller retries once with it.
+
+Real models write the line formats loosely: keys with apostrophes and spaces, indices
+separated by spaces or in brackets, a value running over several lines, a quoted "null",
+code fences, trailing commas in JSON. The readers accept these, and each repair is noted
+(`collecting_repairs`: the update report shows them). They never guess beyond that: a line
+that is no key/value line and continues none is still a ProtocolError quoting it.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +35,8 @@ __all__ = [
     "KeyValue",
     "Proposal",
     "Topic",
+    "collecting_repairs",
+    "is_null",
     "parse_consolidation_json",
     "parse_episodic_json",
     "parse_episodic_tags",
@@ -36,6 +47,30 @@ __all__ = [
 ]
 
 OPS = ("ADD", "UPDATE", "INVALIDATE", "NOOP")
+
+_REPAIRS: ContextVar[list[str] | None] = ContextVar("personavlm_format_repairs", default=None)
+
+
+@contextmanager
+def collecting_repairs() -> Iterator[list[str]]:
+    """Collect what the readers inside the block repaired in the model's replies."""
+    notes: list[str] = []
+    token = _REPAIRS.set(notes)
+    try:
+        yield notes
+    finally:
+        _REPAIRS.reset(token)
+
+
+def _repaired(note: str) -> None:
+    notes = _REPAIRS.get()
+    if notes is not None and note not in notes:
+        notes.append(note)
+
+
+def is_null(value: str | None) -> bool:
+    """An absent value as models write it: nothing, null, None, or either in quotes."""
+    return value is None or _unquote(value).strip().lower() in ("", "null", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,14 +173,29 @@ CONSOLIDATE_SCHEMA: dict[str, Any] = {
 # ----------------------------------------------------------------------------- json
 
 
+_FENCE = re.compile(r"^```[A-Za-z]*\s*\n?(?P<body>.*?)\n?```$", re.DOTALL)
+_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+
+
 def _load_object(text: str) -> dict[str, Any]:
     stripped = text.strip()
-    if stripped.startswith("```") and stripped.endswith("```"):
-        stripped = stripped[3:-3].removeprefix("json").strip()
+    fenced = _FENCE.match(stripped)
+    if fenced is not None:
+        stripped = fenced.group("body").strip()
+        _repaired("removed a code fence around the JSON")
     try:
         data = json.loads(stripped)
     except json.JSONDecodeError as exc:
-        raise ProtocolError(f"the reply is not one JSON object: {exc}") from exc
+        # A trailing comma is the one slip repaired (it changes no value); anything else
+        # is the model's to fix.
+        unslipped = _TRAILING_COMMA.sub(r"\1", stripped)
+        if unslipped == stripped:
+            raise ProtocolError(f"the reply is not one JSON object: {exc}") from exc
+        try:
+            data = json.loads(unslipped)
+        except json.JSONDecodeError:
+            raise ProtocolError(f"the reply is not one JSON object: {exc}") from exc
+        _repaired("removed trailing commas from the JSON")
     if not isinstance(data, dict):
         raise ProtocolError(f"the reply must be a JSON object, not {type(data).__name__}")
     return data
@@ -239,26 +289,43 @@ def parse_consolidation_json(text: str) -> tuple[list[KeyValue], list[KeyValue]]
 
 # ----------------------------------------------------------------------------- tags
 
-_LINE = re.compile(r"""^\s*(?P<q>["']?)(?P<key>[^"':]+?)(?P=q)\s*:\s*(?P<value>.*?)\s*,?\s*$""")
+_LINE = re.compile(
+    r"""^\s*(?:"(?P<dq>[^"]+)"|'(?P<sq>[^']+)'|(?P<bare>[^"':][^:]*?))\s*:\s*(?P<value>.*?)\s*,?\s*$"""
+)
+_SKIPPED = ("{", "}")
 
 
 def parse_key_values(text: str) -> list[tuple[str, str]]:
-    """`"key": value` lines (braces, blank lines and list bullets ignored); a line that is
-    none of these raises ProtocolError quoting it."""
-    pairs = []
+    """`"key": value` lines (braces, blank lines, code fences and list bullets ignored). A
+    line that is none of these continues the value before it (noted as a repair); before
+    any key it raises ProtocolError quoting it."""
+    pairs: list[tuple[str, str]] = []
     for raw in text.strip().splitlines():
         line = raw.strip().lstrip("-*").strip()
-        if not line or line in ("{", "}", "```", "```json"):
+        if not line or line in _SKIPPED or line.startswith("```"):
             continue
         match = _LINE.match(line)
-        if match is None:
+        if match is not None and _plausible_key(match):
+            key = match.group("dq") or match.group("sq") or match.group("bare")
+            pairs.append((key.strip(), _unquote(match.group("value"))))
+        elif pairs:
+            key, value = pairs[-1]
+            pairs[-1] = (key, _unquote(f"{value}\n{line}".strip()))
+            _repaired(f'joined a value that runs over several lines (key "{key}")')
+        else:
             raise ProtocolError(f'line {line[:80]!r} is not a "key": value line')
-        pairs.append((match.group("key").strip(), _unquote(match.group("value"))))
     return pairs
 
 
+def _plausible_key(match: re.Match[str]) -> bool:
+    # A bare "key" longer than a few words is a sentence with a colon in it, i.e. a value
+    # running on from the line before, not a new key.
+    bare = match.group("bare")
+    return bare is None or len(bare.split()) <= 6
+
+
 def _unquote(value: str) -> str:
-    value = value.strip()
+    value = value.strip().rstrip(",").strip()
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         return value[1:-1].strip()
     return value
@@ -280,7 +347,7 @@ def parse_semantic_tags(text: str) -> Proposal | None:
     if decision == "false":
         return None
     content = fields.get("content", "")
-    if not content or content.lower() in ("null", "none"):
+    if is_null(content):
         raise ProtocolError('"decision" is true but "content" is empty')
     keywords = tuple(k.strip() for k in fields.get("keywords", "").split(",") if k.strip())
     return Proposal("ADD", None, content, keywords, "(Image Object:" in content)
@@ -303,13 +370,24 @@ def _topic(fields: dict[str, str], index: int) -> Topic:
     summary = fields.get("topic_summary", "")
     if not summary:
         raise ProtocolError(f'topic {index} has no "topic_summary"')
-    try:
-        numbers = tuple(
-            int(n) for n in fields.get("source_dialog_indices", "").strip("[]").split(",") if n
-        )
-    except ValueError as exc:
-        raise ProtocolError(
-            f'topic {index}: "source_dialog_indices" must be comma-separated numbers'
-        ) from exc
+    numbers = _indices(fields.get("source_dialog_indices", ""), index)
     keywords = tuple(k.strip() for k in fields.get("keywords", "").split(",") if k.strip())
     return Topic(summary, keywords, numbers)
+
+
+_INDICES = re.compile(r"^[\[(]?\s*(-?\d+(?:\s*[,;\s]\s*-?\d+)*)?\s*[\])]?$")
+
+
+def _indices(text: str, topic: int) -> tuple[int, ...]:
+    """Exchange numbers as models write them: `0, 1`, `[0, 1]`, `0 1`, `0;1`."""
+    value = _unquote(text)
+    if is_null(value):
+        return ()
+    if _INDICES.match(value) is None:
+        raise ProtocolError(
+            f'topic {topic}: "source_dialog_indices" must be exchange numbers, got {value!r}'
+        )
+    numbers = tuple(int(n) for n in re.findall(r"-?\d+", value))
+    if re.search(r"\d\s+-?\d", value) or ";" in value:
+        _repaired('read "source_dialog_indices" separated by spaces or semicolons')
+    return numbers

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from personavlm.errors import StoreError
-from personavlm.memory.queue import QueuedJob, QueueRepo
+from personavlm.memory.queue import JobRecord, QueuedJob, QueueRepo
 from personavlm.memory.records import Memory
 from personavlm.memory.store import MemoryStore
 from personavlm.memory.writes import MemoryOp
@@ -32,6 +32,7 @@ __all__ = [
     "TurnJob",
     "TurnReading",
     "decode",
+    "drop_job",
     "enqueue",
     "finish",
 ]
@@ -77,7 +78,20 @@ def enqueue(queue: QueueRepo, user_id: str, job: AgentJob) -> int | None:
     return queue.enqueue(user_id, job.kind, payload, dedupe_key=job.dedupe_key())
 
 
-def decode(job: QueuedJob) -> AgentJob:
+def drop_job(store: MemoryStore, user_id: str, job_id: int, *, actor: str = "api") -> JobRecord:
+    """Give a dead job up for good. A turn job's turn is marked skipped in the audit log (an
+    event `skip` naming the turn), so the memory's history says why nothing came of it."""
+    with store.transaction(user_id) as tx:
+        tx.users.require(user_id)
+        dropped = tx.queue.drop(user_id, job_id)
+        if dropped.kind == TurnJob.kind:
+            turn = dropped.payload.get("user_turn")
+            if isinstance(turn, int):
+                tx.memories.record_skip(user_id, turn, actor)
+    return dropped
+
+
+def decode(job: QueuedJob | JobRecord) -> AgentJob:
     """The typed job of a queued one; StoreError for a kind or version this code can't read."""
     payload = dict(job.payload)
     version = payload.pop("v", None)

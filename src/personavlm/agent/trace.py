@@ -171,10 +171,13 @@ class UpdateReport:
     reading: dict[str, int] | None = None
     error: str | None = None
     calls: list[ModelCall] = field(default_factory=list)
+    # What the readers repaired in the model's replies (agent/formats.py), never guesses.
+    repairs: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "job_id": self.job_id,
+            "repairs": list(self.repairs),
             "user_id": self.user_id,
             "kind": self.kind,
             "status": self.status,

@@ -34,6 +34,8 @@ from personavlm.agent.formats import (
     KeyValue,
     Proposal,
     Topic,
+    collecting_repairs,
+    is_null,
     parse_consolidation_json,
     parse_episodic_json,
     parse_episodic_tags,
@@ -117,10 +119,11 @@ class UpdatePhase:
         records the failure on the job, which stays queued)."""
         report = UpdateReport(job.id, job.user_id, job.kind, "applied")
         typed = decode(job)
-        if isinstance(typed, TurnJob):
-            self._turn(job, typed, report)
-        else:
-            self._session(job, typed, report)
+        with collecting_repairs() as report.repairs:
+            if isinstance(typed, TurnJob):
+                self._turn(job, typed, report)
+            else:
+                self._session(job, typed, report)
         return report
 
     # ------------------------------------------------------------------ per turn
@@ -391,7 +394,7 @@ class UpdatePhase:
                 settings=self.settings,
                 calls=calls,
             )
-            found.append([KeyValue(k, v or None) for k, v in pairs])
+            found.append([KeyValue(k, None if is_null(v) else v) for k, v in pairs])
         return found[0], found[1]
 
 

@@ -4,8 +4,11 @@ separate process (`personavlm worker`).
 A worker claims the next runnable job (each user's jobs in order), runs the update phase and
 finishes the job in the transaction that writes its result. Any failure — the model server
 down, a reply that breaks the protocol twice, a conflicting edit — is recorded on the job,
-which stays queued and is retried after a backoff; `personavlm status` reports it. Nothing is
-dropped, and a crashed worker's lease runs out so another worker picks its job up.
+which stays queued and is retried after a backoff; after `max_attempts` (default 3) it is
+dead-lettered with every reply it got, and the user's later jobs run at once. Dead jobs are
+listed by `personavlm status`, `personavlm jobs` and the API, and retried or dropped by hand
+(agent/jobs.py `drop_job`). Nothing is dropped silently, and a crashed worker's claims are
+freed when a worker starts on the same host (or when their lease runs out).
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ from pathlib import Path
 
 from personavlm.agent.trace import UpdateReport
 from personavlm.agent.update import UpdatePhase
-from personavlm.errors import NotFoundError, PersonaVLMError
+from personavlm.errors import (
+    ConfigError,
+    ModelError,
+    NotFoundError,
+    PersonaVLMError,
+    ProtocolError,
+    StoreError,
+)
+from personavlm.memory.queue import QueuedJob
 from personavlm.memory.store import MemoryStore
 
 __all__ = ["BackgroundWorker", "Claimant", "Worker", "release_orphaned_claims"]
@@ -59,6 +70,14 @@ class Claimant:
         return not pid.isdigit() or not _process_alive(int(pid))
 
 
+def _outage(exc: PersonaVLMError) -> bool:
+    """A failure that says nothing about the job: the model server unreachable, slow or
+    overloaded, the database failing. Such a job waits (with backoff) however long the
+    outage lasts; only failures of its own (unreadable replies, a request the model
+    refuses, memory it cannot write) count towards dead-lettering it."""
+    return isinstance(exc, StoreError) or (isinstance(exc, ModelError) and exc.transient)
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -86,11 +105,18 @@ class Worker:
         *,
         name: str | None = None,
         lease_s: float = 600.0,
+        max_attempts: int = 3,
     ) -> None:
         self.store = store
         self.phase = phase
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
         self.name = name or Claimant.name()
         self.lease_s = lease_s
+        # Attempts before a job is dead-lettered: a reply that cannot be read twice in a row
+        # (each attempt already retries once) will not be read on the third either, and
+        # the user's later updates must not wait behind it.
+        self.max_attempts = max_attempts
         # Told of every failed job (the service counts them for /metrics).
         self.on_failure: Callable[[UpdateReport], None] | None = None
 
@@ -111,21 +137,35 @@ class Worker:
         )
         if job is None:
             return None
+        replies: tuple[str, ...] = ()
         try:
             return self.phase.run(job)
         except PersonaVLMError as exc:
             error = f"{type(exc).__name__}: {exc}"
+            replies = exc.replies if isinstance(exc, ProtocolError) else ()
+            strike = not _outage(exc)
         except Exception as exc:  # a bug must not lose the job either: record it, retry later
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-        log.warning(
-            "update job %d (%s) of user %r failed (attempt %d): %s",
-            job.id, job.kind, job.user_id, job.attempts, error.splitlines()[0],
-        )  # fmt: skip
+            strike = True
+        return self._failed(job, error, replies, strike=strike)
+
+    def _failed(
+        self, job: QueuedJob, error: str, replies: tuple[str, ...], *, strike: bool
+    ) -> UpdateReport:
         try:
-            self.store.fail_job(job, error)
+            dead = self.store.fail_job(
+                job, error, replies=replies, max_attempts=self.max_attempts, strike=strike
+            )
         except NotFoundError:  # the user was deleted meanwhile: the job went with them
             return UpdateReport(job.id, job.user_id, job.kind, "dropped", error=error)
-        report = UpdateReport(job.id, job.user_id, job.kind, "failed", error=error)
+        log.warning(
+            "update job %d (%s) of user %r failed (attempt %d of %d%s): %s",
+            job.id, job.kind, job.user_id, job.attempts, self.max_attempts,
+            "; dead: retry or drop it by hand" if dead else "", error.splitlines()[0],
+        )  # fmt: skip
+        report = UpdateReport(
+            job.id, job.user_id, job.kind, "dead" if dead else "failed", error=error
+        )
         if self.on_failure is not None:
             self.on_failure(report)
         return report

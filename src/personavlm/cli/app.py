@@ -13,7 +13,9 @@ from personavlm.agent.protocol import Protocol
 from personavlm.cli import (
     bench_cmd,
     chat_cmd,
+    jobs_cmd,
     memory_cmd,
+    models_cmd,
     personality_cmd,
     serve_cmd,
     synth_cmd,
@@ -43,7 +45,9 @@ app = typer.Typer(
 )
 app.add_typer(memory_cmd.app, name="memory")
 app.add_typer(personality_cmd.app, name="personality")
+app.add_typer(jobs_cmd.app, name="jobs")
 app.add_typer(bench_cmd.app, name="bench")
+app.add_typer(models_cmd.app, name="models")
 app.add_typer(train_cmd.app, name="train")
 app.command()(chat_cmd.chat)
 app.command()(chat_cmd.worker)

@@ -70,8 +70,9 @@ __all__ = [
 ModelOption = typer.Option(
     None,
     "--model",
-    help="Chat model: openai:<model>@<base_url> (any OpenAI-compatible server) or "
-    "hf:<checkpoint dir>. Default: $PERSONAVLM_MODEL. API key: $PERSONAVLM_API_KEY, "
+    help="Chat model: openai:<model>@<base_url> (any OpenAI-compatible server), "
+    "hf:<checkpoint dir or .gguf file>, or local:smollm2 (bundled, tiny: a demonstration). "
+    "Default: $PERSONAVLM_MODEL, else local:smollm2. API key: $PERSONAVLM_API_KEY, "
     "else $OPENAI_API_KEY.",
     show_default=False,
 )
@@ -527,10 +528,15 @@ def worker(
 
 def _status_text(queue: QueueStatus, users: int, detail: dict[str, Any] | None) -> str:
     lines = [
-        f"update queue: {queue.pending} pending ({queue.failed} failed), {queue.done} done",
+        f"update queue: {queue.pending} pending ({queue.failed} failed), {queue.done} done, "
+        f"{queue.dead} dead",
         *(
             f"  failed job {job_id} (user {user_id!r}): {error.splitlines()[0]}"
             for job_id, user_id, error in queue.last_errors
+        ),
+        *(
+            f"  dead job {job_id} (user {user_id!r}): {error.splitlines()[0]}"
+            for job_id, user_id, error in queue.dead_jobs
         ),
         f"users: {users}",
     ]
@@ -544,6 +550,11 @@ def _status_text(queue: QueueStatus, users: int, detail: dict[str, Any] | None) 
         ]
     if queue.failed:
         lines.append("failed jobs are retried by `personavlm worker` (or the next chat turn)")
+    if queue.dead:
+        lines.append(
+            "dead jobs failed too often and wait for you: `personavlm jobs retry ID --user U` "
+            "(after fixing the model) or `personavlm jobs drop ID --user U`"
+        )
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ from personavlm.agent.protocol import Protocol
 from personavlm.cli.common import DbOption, EmbedderOption, fail_on_errors
 from personavlm.errors import ConfigError, MissingDependencyError
 from personavlm.media.blobs import DEFAULT_MAX_PIXELS
-from personavlm.settings import api_key, load_settings, model_spec
+from personavlm.settings import api_key, load_settings, model_choice
 
 if TYPE_CHECKING:
     from personavlm.server import ServiceConfig
@@ -53,8 +53,9 @@ def serve(
     model: str | None = typer.Option(
         None,
         "--model",
-        help="Chat model: openai:<model>@<base_url> or hf:<checkpoint dir>. Default: "
-        "$PERSONAVLM_MODEL; without one the memory API and the page work and chat answers 503.",
+        help="Chat model: openai:<model>@<base_url>, hf:<checkpoint dir or .gguf>, "
+        "local:smollm2 (bundled, tiny), or none (the memory API and the page work, chat "
+        "answers 503). Default: $PERSONAVLM_MODEL, else local:smollm2.",
         show_default=False,
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
@@ -110,6 +111,12 @@ def serve(
             max_inflight=max_inflight,
             model_timeout=model_timeout,
         )
+        if config.model is not None:
+            from personavlm import models
+
+            # Here, not in the app's start-up, where uvicorn would print a traceback instead
+            # of the one line that says what to install.
+            models.preflight(config.model)
         run(config)
 
 
@@ -135,10 +142,8 @@ def service_config(
     from personavlm.server import ServiceConfig
 
     settings = load_settings(db=db, embedder=embedder, env=environ)
-    try:
-        spec: str | None = model_spec(model, environ)
-    except ConfigError:
-        spec = None  # no model: the memory API and the page still work, chat answers 503
+    # None only when asked for (--model none): the memory API and the page work, chat 503.
+    spec = model_choice(model, environ)
     admin_key = environ.get(ADMIN_KEY_ENV, "").strip() or None
     return ServiceConfig(
         location=settings.location,

@@ -47,7 +47,7 @@ __all__ = [
     "type_name",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Version 5's data step on both engines: a key's visible prefix keeps at most 4 characters
 # after the `pvk_` scheme (4 of any other key); 12 made a short key guessable from its row.
@@ -152,6 +152,7 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
 _MEMORY_TYPES = ("core", "semantic", "episodic", "procedural")
 _MEMORY_STATUSES = ("active", "superseded", "invalidated", "deleted")
 _TURN_STATUSES = ("ok", "failed")
+_JOB_STATUSES = ("pending", "done", "dead", "dropped")
 
 TABLES: tuple[Table, ...] = (
     Table("meta", (_text("key"), _text("value")), ("key",)),
@@ -322,7 +323,9 @@ TABLES: tuple[Table, ...] = (
             _text("kind"),
             _text("dedupe_key", null=True),
             _text("payload"),
-            Column("status", "text", not_null=True, check=_one_of("status", ("pending", "done"))),
+            # dead: failed `max_attempts` times, kept with its replies until retried or
+            # dropped (v6); dropped: given up on purpose (its turn is marked skipped)
+            Column("status", "text", not_null=True, check=_one_of("status", _JOB_STATUSES)),
             Column("attempts", "int", not_null=True, default="0"),
             _text("last_error", null=True),
             _text("retry_after", null=True),
@@ -330,6 +333,11 @@ TABLES: tuple[Table, ...] = (
             _text("claimed_until", null=True),
             _text("created_at"),
             _text("finished_at", null=True),
+            # JSON list of the raw replies of failed attempts (what a dead job got), v6
+            _text("replies", default="'[]'"),
+            # failed attempts that were the job's own fault (not an outage): dead at
+            # max_attempts of these (v6)
+            Column("strikes", "int", not_null=True, default="0"),
         ),
         ("id",),
         indexes=(

@@ -93,6 +93,17 @@ class MemoryRepo:
         )
         return memory
 
+    def record_skip(self, user_id: str, turn_id: int, actor: str) -> MemoryEvent:
+        """Say in the audit log that a turn's update was given up (a dropped job): the
+        memory holds nothing from that turn, and history shows why."""
+        return self.event(
+            user_id,
+            audit.record_event(
+                self._conn, user_id=user_id, op=EventOp.SKIP, actor=actor, changes={},
+                turn_id=turn_id,
+            ),
+        )  # fmt: skip
+
     def list(self, user_id: str, listing: Listing) -> builtins.list[Memory]:
         """Memories in event-time order (newest first if asked), keyset-paged by `after`."""
         sql = f"SELECT {MEMORY_COLUMNS} FROM memories WHERE user_id = ?"

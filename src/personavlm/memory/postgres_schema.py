@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from personavlm.memory import ddl
-from personavlm.memory.ddl import SCHEMA_VERSION, SHORTEN_KEY_PREFIXES
+from personavlm.memory.ddl import SHORTEN_KEY_PREFIXES
 from personavlm.memory.engine import Conn
 
 __all__ = ["PG_FIRST_VERSION", "PG_MIGRATIONS", "create_or_migrate"]
@@ -63,8 +63,17 @@ _TO_V5 = _statements(
     SHORTEN_KEY_PREFIXES,
 )
 
+# Version 6: update jobs can be dead (kept with the replies they got) or dropped.
+_TO_V6 = _statements(
+    "ALTER TABLE update_jobs DROP CONSTRAINT update_jobs_status_check",
+    "ALTER TABLE update_jobs ADD CONSTRAINT update_jobs_status_check "
+    "CHECK (status IN ('pending', 'done', 'dead', 'dropped'))",
+    "ALTER TABLE update_jobs ADD COLUMN replies TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE update_jobs ADD COLUMN strikes INTEGER NOT NULL DEFAULT 0",
+)
+
 # PG_MIGRATIONS[v] takes a PostgreSQL store from version v to v + 1 (v >= PG_FIRST_VERSION).
-PG_MIGRATIONS: dict[int, PgMigration] = {3: _TO_V4, 4: _TO_V5}
+PG_MIGRATIONS: dict[int, PgMigration] = {3: _TO_V4, 4: _TO_V5, 5: _TO_V6}
 
 
 def create_or_migrate(conn: Conn, *, location: str) -> int:
@@ -74,18 +83,6 @@ def create_or_migrate(conn: Conn, *, location: str) -> int:
     version = _current_version(conn)
     ddl.bring_up(
         conn, found=version, location=location, dialect="postgres", migrations=PG_MIGRATIONS
-    )
-    return version
-    if version == 0:
-        for statement in ddl.render("postgres"):
-            conn.execute(statement)
-    else:
-        for step in range(version, SCHEMA_VERSION):
-            PG_MIGRATIONS[step](conn)
-    conn.execute(
-        "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
-        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        (str(SCHEMA_VERSION),),
     )
     return version
 

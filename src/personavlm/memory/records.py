@@ -64,6 +64,7 @@ class EventOp(StrEnum):
     INVALIDATE = "invalidate"
     DELETE = "delete"
     UNDO = "undo"
+    SKIP = "skip"  # an update job given up on: its turn was never analysed (no changes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,7 @@ def _split_statements(sql: str) -> list[str]:
 # without `path`, a generic update queue: a session job's uniqueness becomes its dedupe key.
 # Version 5: turns get a status ('failed': a message the model never answered), user epochs
 # (deletion is final), and API keys keep at most 4 characters after the scheme in view.
+# Version 6: update jobs can be dead (failed too often, kept with their replies) or dropped.
 _COMPUTED: dict[str, dict[str, tuple[str, str]]] = {
     # table: {new column: (old column it needs, SQL over the old row)}
     "update_jobs": {
@@ -116,6 +117,7 @@ MIGRATIONS: dict[int, Migration] = {
     2: _script(_V3),
     3: lambda conn: None,  # all of v4 is the rebuild
     4: _shorten_key_prefixes,
+    5: lambda conn: None,  # v6 (dead and dropped jobs, their replies) is all the rebuild
 }
 
 
@@ -229,19 +231,6 @@ def migrate(conn: sqlite3.Connection, *, location: str) -> int:
     if 0 < version < SCHEMA_VERSION:
         _rebuild_changed(conn)
         _check_foreign_keys(conn, location)
-    return version
-    if version == 0:
-        for statement in ddl.render("sqlite"):
-            conn.execute(statement)
-    else:
-        for step in range(version, SCHEMA_VERSION):
-            MIGRATIONS[step](conn)
-    _check_foreign_keys(conn, location)
-    conn.execute(
-        "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
-        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        (str(SCHEMA_VERSION),),
-    )
     return version
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from personavlm.errors import NotFoundError, ValidationError
 from personavlm.media.blobs import ImageSource, is_blob_id
-from personavlm.memory.queue import QueuedJob, QueueStatus
+from personavlm.memory.queue import JOB_STATUSES, JobRecord, QueuedJob, QueueStatus
 from personavlm.memory.records import ImageRef, IngestReport, Turn
 from personavlm.memory.store_core import StoreCore
 from personavlm.memory.turnlog import TurnInput
@@ -135,9 +135,44 @@ class LogVerbs(StoreCore):
         with self._engine.write("jobs") as conn:
             Tx(conn).queue.finish(job_id)
 
-    def fail_job(self, job: QueuedJob, error: str) -> None:
+    def fail_job(
+        self,
+        job: QueuedJob,
+        error: str,
+        *,
+        replies: Sequence[str] = (),
+        max_attempts: int | None = None,
+        strike: bool = True,
+    ) -> bool:
+        """Record a failed attempt (memory/queue.py); True when the job went dead."""
         with self._engine.write("jobs") as conn:
-            Tx(conn).queue.fail(job.id, error, job.attempts)
+            return Tx(conn).queue.fail(
+                job.id,
+                error,
+                job.attempts,
+                replies=replies,
+                max_attempts=max_attempts,
+                strike=strike,
+            )
+
+    def jobs(
+        self, user_id: str, *, status: str | None = None, limit: int = 100
+    ) -> builtins.list[JobRecord]:
+        """The user's update jobs, newest first (of one status: pending, done, dead,
+        dropped)."""
+        if status is not None and status not in JOB_STATUSES:
+            raise ValidationError(f"job status {status!r} must be one of {JOB_STATUSES}")
+        if not 1 <= limit <= 1000:
+            raise ValidationError(f"limit must be in 1..1000, got {limit}")
+        with self.reading() as tx:
+            tx.users.require(user_id)
+            return tx.queue.jobs(user_id, status=status, limit=limit)
+
+    def retry_job(self, user_id: str, job_id: int) -> JobRecord:
+        """Put a dead job back at its place in the user's queue (attempts counted afresh)."""
+        with self.transaction(user_id) as tx:
+            tx.users.require(user_id)
+            return tx.queue.retry(user_id, job_id)
 
     def release_claims(self, is_gone: Callable[[str], bool]) -> int:
         """End the claims whose claimant `is_gone` says is gone (agent/worker.py decides:

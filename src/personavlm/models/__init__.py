@@ -1,10 +1,13 @@
-"""Chat models, chosen by a spec string: `openai:<model>@<base_url>` or `hf:<local path>`.
+"""Chat models, chosen by a spec string: `openai:<model>@<base_url>`, `hf:<local path>` or
+`local:<name>`.
 
 `openai:` reaches any OpenAI-compatible server (vLLM, SGLang, Ollama, the llama.cpp server,
 OpenAI). `hf:` runs a local transformers checkpoint in-process: Qwen2-VL / Qwen2.5-VL with
-images in place, or any causal LM for text (`models/hf.py`; needs the `local` extra, imported
-only when such a model is built, so importing this package never loads torch). The library
-reads no environment: the API key and other options are passed in by the caller (the CLI).
+images in place, any causal LM for text, or a GGUF file (`models/hf.py`; needs the `local`
+extra, imported only when such a model is built, so importing this package never loads
+torch); a schema is enforced by constrained decoding (`models/grammar.py`). `local:` names a
+model file a package ships (`models/bundled.py`: `local:smollm2`), run like `hf:`. The
+library reads no environment: the API key and other options are passed in by the caller.
 
 The two backends load on first use (PEP 562): code that only needs the message types
 (`personavlm.models.base`, imported by the agent, the simulator and training) must not pay for
@@ -13,10 +16,12 @@ httpx and numpy.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from personavlm.errors import ConfigError
+from personavlm.errors import ConfigError, MissingDependencyError
+from personavlm.lazy import lazy_getattr
 from personavlm.models.base import (
     IMAGE_MIMES,
     ChatModel,
@@ -47,9 +52,11 @@ __all__ = [
     "TextPart",
     "Usage",
     "load",
+    "preflight",
+    "public_spec",
 ]
 
-MODEL_SCHEMES = ("openai", "hf")
+MODEL_SCHEMES = ("openai", "hf", "local")
 
 # Where each lazily loaded name lives; it must match the TYPE_CHECKING block (test_project
 # checks it).
@@ -61,14 +68,7 @@ _OPENAI_OPTIONS = frozenset({"api_key", "timeout_s", "max_retries", "backoff_s",
 if not TYPE_CHECKING:
     # Hidden from type checkers: a module __getattr__ would make them accept any attribute
     # of this module (a typo included), typed `object`.
-    def __getattr__(name: str) -> object:
-        """Import a backend module on first access to its class, then cache the class here."""
-        source = _SOURCES.get(name)
-        if source is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value: object = getattr(importlib.import_module(source), name)
-        globals()[name] = value  # later lookups find it without coming back here
-        return value
+    __getattr__ = lazy_getattr(__name__, _SOURCES, globals())
 
 
 def __dir__() -> list[str]:
@@ -89,11 +89,53 @@ def load(spec: str, **options: Any) -> ChatModel:
         return _load_openai(spec, rest, options)
     if scheme == "hf" and colon:
         return _load_hf(spec, rest, options)
+    if scheme == "local" and colon:
+        return _load_local(rest, options)
     raise ConfigError(
         f"unknown model spec {spec!r}; known backends: openai (openai:<model>@<base_url>, "
         "e.g. openai:qwen2.5-vl-7b@http://127.0.0.1:8000/v1), hf (hf:<local checkpoint "
-        "directory>, e.g. hf:/models/Qwen2.5-VL-7B-Instruct)"
+        "directory or .gguf file>, e.g. hf:/models/Qwen2.5-VL-7B-Instruct), local (a "
+        "bundled model: local:smollm2)"
     )
+
+
+def preflight(spec: str) -> None:
+    """What `load(spec)` will need, checked cheaply before a service starts (loading nothing):
+    the bundled model's package for `local:`, the local stack's packages for `hf:`/`local:`.
+    ConfigError / MissingDependencyError say what to install."""
+    scheme, _colon, rest = spec.partition(":")
+    if scheme not in ("hf", "local"):
+        return
+    needed = ["torch", "transformers", "llguidance"]
+    if scheme == "local":
+        from personavlm.models.bundled import bundled_path
+
+        bundled_path(rest)
+        needed.append("gguf")
+    elif rest.lower().endswith(".gguf"):
+        needed.append("gguf")
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingDependencyError(
+            f"the model {spec} needs {', '.join(missing)}, not installed; run: "
+            "pip install 'personavlm[local]' -c constraints.txt"
+        )
+
+
+def public_spec(spec: str | None) -> str | None:
+    """What a spec may show to anyone (a health check, the page): the backend and the
+    model's name, never a filesystem path or a server address. `hf:/models/ckpt` becomes
+    `hf:ckpt`, `openai:m@http://host/v1` becomes `openai:m`; `local:` specs are names."""
+    if spec is None:
+        return None
+    scheme, _colon, rest = spec.partition(":")
+    if scheme == "openai":
+        return f"openai:{rest.rpartition('@')[0] or rest}"
+    if scheme == "hf":
+        return f"hf:{Path(rest.rstrip('/')).name}"
+    if scheme == "local":
+        return spec
+    return scheme
 
 
 def _load_openai(spec: str, rest: str, options: dict[str, Any]) -> OpenAIChatModel:
@@ -114,7 +156,16 @@ def _load_openai(spec: str, rest: str, options: dict[str, Any]) -> OpenAIChatMod
     return OpenAIChatModel(model, base_url, **options)
 
 
-def _load_hf(spec: str, path: str, options: dict[str, Any]) -> HFChatModel:
+def _load_local(name: str, options: dict[str, Any]) -> HFChatModel:
+    from personavlm.models.bundled import bundled_path
+
+    path = bundled_path(name)  # ConfigError naming the pip command when it is missing
+    return _load_hf(f"local:{name}", str(path), options, spec_name=f"local:{name}")
+
+
+def _load_hf(
+    spec: str, path: str, options: dict[str, Any], *, spec_name: str | None = None
+) -> HFChatModel:
     from personavlm.models.hf import HF_OPTIONS, HFChatModel
 
     if not path:
@@ -128,4 +179,4 @@ def _load_hf(spec: str, path: str, options: dict[str, Any]) -> HFChatModel:
             f"unknown option(s) for the hf backend: {', '.join(unknown)}; "
             f"known: {', '.join(sorted(HF_OPTIONS))}"
         )
-    return HFChatModel(path, **options)
+    return HFChatModel(path, spec=spec_name, **options)

@@ -25,12 +25,18 @@ ids: the whole prompt (image pads included) and every generated token (the stop 
 included, as vLLM counts). One generation runs at a time per model (a lock): Qwen-VL keeps
 per-call rope state on the module.
 
-`schema` (structured output): constrained decoding is a serving feature (vLLM, SGLang: use
-the `openai:` backend). Here the schema is accepted and checked after the fact: the reply
-(optionally inside one ```json fence, which is removed) must parse as JSON, be an object
-when the schema's top-level type is "object", and hold every top-level `required` key;
-otherwise ModelResponseError says what is wrong, so the agent's one retry can quote it.
-The prompt is not changed: the caller's protocol already asks for JSON.
+`schema` (structured output): constrained decoding (`models/grammar.py`, llguidance as a
+transformers LogitsProcessor): at each step only the tokens the schema's grammar allows next
+keep their logits, so the reply is schema-valid JSON by construction, whatever the model. A
+reply cut at `max_tokens` before the JSON closed is a ProtocolError (a ModelResponseError)
+saying so. The reply is then checked as before (`check_json_reply`: it parses, has the
+schema's top-level type and every top-level `required` key). The prompt is not changed: the
+caller's protocol already asks for JSON.
+
+GGUF files: `hf:path/to/model.gguf` loads through transformers' GGUF support (the `gguf`
+package; the weights are de-quantised to float32 on load, which takes a few seconds for a
+small model), with the tokenizer and chat template the file carries. GGUF models are text
+only. `local:<name>` (models/bundled.py) names a GGUF file a package ships.
 
 torch, transformers and Pillow are imported when a model is built, never on import; missing
 ones raise MissingDependencyError with the pip command. Nothing is ever downloaded: every
@@ -70,6 +76,8 @@ from personavlm.models.qwen_vision import (
 
 if TYPE_CHECKING:
     import torch
+
+    from personavlm.models.grammar import JsonConstraint, JsonGrammar
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
@@ -139,17 +147,22 @@ class HFChatModel:
         dtype: str = "auto",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         min_pixels: int = DEFAULT_MIN_PIXELS,
+        spec: str | None = None,
     ) -> None:
-        self._path = _checkpoint_dir(path)
-        _require_local_stack()
+        source = _checkpoint_source(path)
+        self._path = source.path
+        self._spec = spec or f"hf:{self._path}"
+        # What replies name: the path for hf: (as before), the spec alone for a named model.
+        self._reply_model = spec or str(self._path)
+        _require_local_stack(gguf=source.gguf_file is not None)
         torch_device = _torch_device(device)
         torch_dtype = _torch_dtype(dtype)
-        config = _load_config(self._path)
+        config = _load_config(source)
         vision_class = _vision_class(self._path, config)
-        self._tokenizer = _load_tokenizer(self._path)
-        self._model = _load_model(self._path, vision_class, torch_dtype, torch_device)
+        self._tokenizer = _load_tokenizer(source)
+        self._model = _load_model(source, vision_class, torch_dtype, torch_device)
         self._device = torch_device
-        self._template = _chat_template(self._path, self._tokenizer)
+        self._template = _chat_template(source, self._tokenizer)
         self._vision: VisionPreprocessing | None = None
         # -1 matches no token id: a text-only model has no image placeholder.
         self._image_token_id = -1
@@ -161,11 +174,12 @@ class HFChatModel:
         self._stop_ids = _stop_ids(self._tokenizer, self._model)
         self._pass_mm_types = _accepts(self._model.forward, "mm_token_type_ids")
         self._lock = threading.Lock()
+        self._grammar: JsonGrammar | None = None  # built at the first call with a schema
 
     @property
     def name(self) -> str:
         """The spec that `personavlm.models.load` turns back into this model."""
-        return f"hf:{self._path}"
+        return self._spec
 
     @property
     def path(self) -> Path:
@@ -216,21 +230,32 @@ class HFChatModel:
         started = time.perf_counter()
         encoded = self.encode(messages)
         with self._lock:
-            generated = self._run(encoded, max_tokens, temperature)
+            constraint = None if schema is None else self._json_grammar().constraint(schema)
+            generated = self._run(encoded, max_tokens, temperature, constraint)
         latency_s = time.perf_counter() - started
         stopped = bool(generated) and generated[-1] in self._stop_ids
         finish = "stop" if stopped or len(generated) < max_tokens else "length"
         content = generated[:-1] if stopped else generated
         text = str(self._tokenizer.decode(content, skip_special_tokens=True))
         if schema is not None:
+            assert constraint is not None
+            constraint.finish(generated, stopped, max_tokens, text)
             text = check_json_reply(text, schema, finish_reason=finish, max_tokens=max_tokens)
         return Reply(
             text=text,
             usage=Usage(len(encoded.input_ids), len(generated)),
-            model=str(self._path),
+            model=self._reply_model,
             latency_s=latency_s,
             finish_reason=finish,
         )
+
+    def _json_grammar(self) -> JsonGrammar:
+        # Built once, under the generation lock: llguidance reads the whole vocabulary.
+        if self._grammar is None:
+            from personavlm.models.grammar import JsonGrammar
+
+            self._grammar = JsonGrammar(self._tokenizer, _logits_width(self._model), self._stop_ids)
+        return self._grammar
 
     # -- prompt ------------------------------------------------------------------------------
 
@@ -292,20 +317,30 @@ class HFChatModel:
 
     # -- generation --------------------------------------------------------------------------
 
-    def _run(self, encoded: EncodedPrompt, max_tokens: int, temperature: float) -> list[int]:
+    def _run(
+        self,
+        encoded: EncodedPrompt,
+        max_tokens: int,
+        temperature: float,
+        constraint: JsonConstraint | None = None,
+    ) -> list[int]:
         import torch
 
         inputs = self._model_inputs(encoded)
         prompt_length = len(encoded.input_ids)
         budget = deadline.current()
-        stop: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
         if budget is not None:
             budget.check()
-            stop["stopping_criteria"] = _budget_stop(budget)
+            extra["stopping_criteria"] = _budget_stop(budget)
+        if constraint is not None:
+            # transformers runs the checkpoint's own processors (repetition penalty...) first
+            # and these last, so the mask is the final word on which tokens may follow.
+            extra["logits_processor"] = _processors(constraint)
         with torch.inference_mode():
             output = self._model.generate(
                 **inputs,
-                **stop,
+                **extra,
                 **_sampling(max_tokens, temperature),
                 eos_token_id=sorted(self._stop_ids),
                 pad_token_id=_pad_id(self._tokenizer, self._stop_ids),
@@ -444,6 +479,23 @@ def _budget_stop(budget: deadline.Budget) -> Any:
     return StoppingCriteriaList([_OutOfBudget()])
 
 
+def _processors(constraint: JsonConstraint) -> Any:
+    from transformers import LogitsProcessorList
+
+    return LogitsProcessorList([constraint.processor()])
+
+
+def _logits_width(model: Any) -> int:
+    """How many logits the model writes per step (its vocabulary, padding rows included)."""
+    head = model.get_output_embeddings()
+    weight = getattr(head, "weight", None)
+    if weight is not None:
+        return int(weight.shape[0])
+    config = model.config
+    text = getattr(config, "text_config", None) or config
+    return int(text.vocab_size)
+
+
 def _sampling(max_tokens: int, temperature: float) -> dict[str, Any]:
     if temperature == 0:
         # Neutral values rather than None: None would be refilled from the checkpoint's
@@ -474,26 +526,53 @@ def _check_call(max_tokens: int, temperature: float) -> None:
 # -- loading -----------------------------------------------------------------------------------
 
 
-def _checkpoint_dir(path: str | Path) -> Path:
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where a checkpoint's files are: a directory, or one GGUF file (in `path.parent`)."""
+
+    path: Path  # the directory, or the .gguf file
+    gguf_file: str | None = None
+
+    @property
+    def directory(self) -> str:
+        return str(self.path.parent if self.gguf_file is not None else self.path)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """What every from_pretrained call takes besides the directory: never a download,
+        and the GGUF file's name when there is one."""
+        options: dict[str, Any] = {"local_files_only": True}
+        if self.gguf_file is not None:
+            options["gguf_file"] = self.gguf_file
+        return options
+
+
+def _checkpoint_source(path: str | Path) -> _Source:
     if not str(path):
         raise ConfigError("hf: needs a checkpoint directory, e.g. hf:/models/Qwen2.5-VL-7B")
-    directory = Path(path).expanduser()
-    if not directory.exists():
+    location = Path(path).expanduser()
+    if not location.exists():
         raise ConfigError(
-            f"checkpoint directory {directory} does not exist; hf: takes a local directory "
-            "holding config.json, the weights and the tokenizer (nothing is downloaded)"
+            f"checkpoint {location} does not exist; hf: takes a local directory holding "
+            "config.json, the weights and the tokenizer, or a .gguf file (nothing is "
+            "downloaded)"
         )
-    if not directory.is_dir() or not (directory / "config.json").is_file():
+    if location.is_file() and location.suffix.lower() == ".gguf":
+        resolved = location.resolve()
+        return _Source(resolved, resolved.name)
+    if not location.is_dir() or not (location / "config.json").is_file():
         raise ConfigError(
-            f"{directory} is not a transformers checkpoint directory: it has no config.json; "
-            "point hf: at the folder save_pretrained() wrote (or a downloaded model snapshot)"
+            f"{location} is not a transformers checkpoint directory: it has no config.json; "
+            "point hf: at the folder save_pretrained() wrote (or a downloaded model "
+            "snapshot), or at a .gguf file"
         )
-    return directory.resolve()
+    return _Source(location.resolve())
 
 
-def _require_local_stack() -> None:
+def _require_local_stack(*, gguf: bool = False) -> None:
     missing = []
-    for module in ("torch", "transformers", "PIL"):
+    modules = ("torch", "transformers", "PIL", *(("gguf",) if gguf else ()))
+    for module in modules:
         try:
             __import__(module)
         except ImportError:
@@ -529,15 +608,16 @@ def _torch_dtype(dtype: str) -> Any:
     return "auto" if dtype == "auto" else getattr(torch, dtype)
 
 
-def _load_config(path: Path) -> Any:
+def _load_config(source: _Source) -> Any:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
+        return AutoConfig.from_pretrained(source.directory, **source.options)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ConfigError(
-            f"could not read the model config of {path}: {exc}; the directory must hold a "
-            "config.json this transformers version understands"
+            f"could not read the model config of {source.path}: {exc}; it must be a "
+            "config.json (or a GGUF file of an architecture) this transformers version "
+            "understands"
         ) from None
 
 
@@ -555,19 +635,20 @@ def _vision_class(path: Path, config: Any) -> str | None:
     return _VISION_CLASSES[model_type]
 
 
-def _load_tokenizer(path: Path) -> Any:
+def _load_tokenizer(source: _Source) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return AutoTokenizer.from_pretrained(source.directory, **source.options)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise ConfigError(
-            f"could not load the tokenizer of {path}: {exc}; the directory must hold the "
-            "tokenizer files (tokenizer.json, tokenizer_config.json)"
+            f"could not load the tokenizer of {source.path}: {exc}; the directory must hold "
+            "the tokenizer files (tokenizer.json, tokenizer_config.json), or the GGUF file "
+            "its tokenizer"
         ) from None
 
 
-def _load_model(path: Path, vision_class: str | None, dtype: Any, device: torch.device) -> Any:
+def _load_model(source: _Source, vision_class: str | None, dtype: Any, device: torch.device) -> Any:
     import transformers
 
     cls: Any = (
@@ -578,10 +659,10 @@ def _load_model(path: Path, vision_class: str | None, dtype: Any, device: torch.
     # transformers renamed torch_dtype to dtype in 4.56.
     dtype_key = "dtype" if _transformers_at_least(4, 56) else "torch_dtype"
     try:
-        model: Any = cls.from_pretrained(str(path), local_files_only=True, **{dtype_key: dtype})
+        model: Any = cls.from_pretrained(source.directory, **source.options, **{dtype_key: dtype})
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ConfigError(
-            f"could not load the weights of {path} as {getattr(cls, '__name__', cls)}: {exc}"
+            f"could not load the weights of {source.path} as {getattr(cls, '__name__', cls)}: {exc}"
         ) from None
     return model.to(device).eval()
 
@@ -593,11 +674,15 @@ def _transformers_at_least(major: int, minor: int) -> bool:
     return (int(parts[0]), int(parts[1])) >= (major, minor)
 
 
-def _chat_template(path: Path, tokenizer: Any) -> str | None:
-    """The checkpoint's chat template: the tokenizer's, else the processor's files."""
+def _chat_template(source: _Source, tokenizer: Any) -> str | None:
+    """The checkpoint's chat template: the tokenizer's (a GGUF file's included), else the
+    processor's files beside the weights (a GGUF file's folder is not its checkpoint)."""
     own = getattr(tokenizer, "chat_template", None)
     if isinstance(own, str) and own:
         return own
+    if source.gguf_file is not None:
+        return None
+    path = source.path
     jinja = path / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text(encoding="utf-8")

@@ -196,11 +196,13 @@ class OpenAIChatModel:
                 f"(last: {last_cause}); check that the server is running and the base URL "
                 "is right, or retry later"
             )
-        return ModelResponseError(
+        overloaded = ModelResponseError(
             f"the model server at {self._url} still failed after {tried} "
             f"(last: {last_cause}); it is overloaded or failing: retry later, "
             "or raise max_retries"
         )
+        overloaded.transient = True  # 429 / 5xx: says nothing about the request itself
+        return overloaded
 
     # -- answers ---------------------------------------------------------------------------
 

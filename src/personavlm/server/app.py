@@ -21,9 +21,9 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from personavlm import __version__
+from personavlm import __version__, models
 from personavlm.errors import ConfigError
-from personavlm.server import routes_chat, routes_memory, routes_metrics, schemas
+from personavlm.server import routes_chat, routes_jobs, routes_memory, routes_metrics, schemas
 from personavlm.server.auth import AuthMiddleware
 from personavlm.server.config import ServiceConfig
 from personavlm.server.docs_ui import install_docs
@@ -45,6 +45,7 @@ TAGS = [
     {"name": "turns", "description": "The conversation log."},
     {"name": "images", "description": "Pictures of the user's turns and memories."},
     {"name": "export", "description": "Everything of a user as one JSON document."},
+    {"name": "jobs", "description": "A user's update jobs; retry or drop a dead one."},
     {"name": "service", "description": "Health and metrics."},
 ]
 
@@ -97,11 +98,14 @@ def create_app(config: ServiceConfig) -> FastAPI:
             "problems": problems,
             "engine": service.store.engine_kind,
             "model": service.has_model,
+            # Which model answers, as the page shows it: the spec without paths or URLs.
+            "backend": models.public_spec(config.model),
         }
 
     app.include_router(routes_metrics.router)
     app.include_router(routes_chat.router)
     app.include_router(routes_memory.router)
+    app.include_router(routes_jobs.router)
     install_docs(app)
     # Last: the page takes every path no route above claimed.
     app.mount("/", StaticFiles(directory=config.static_dir, html=True), name="page")

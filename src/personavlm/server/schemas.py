@@ -154,6 +154,10 @@ class HealthOut(_Out):
     problems: list[str]
     engine: str
     model: bool
+    backend: str | None = Field(
+        description="The chat model's spec without paths or addresses (local:smollm2, "
+        "hf:<checkpoint name>, openai:<model>); null when the service runs without one."
+    )
 
 
 class ErrorDetail(_Out):
@@ -323,6 +327,23 @@ class TurnOut(_Out):
     caption: str | None
     image_ids: list[str]
     status: str  # "ok", or "failed": a message the model never answered (kept, not lost)
+
+
+class JobOut(_Out):
+    id: int
+    user_id: str
+    kind: str
+    status: str  # pending, done, dead (failed too often), dropped
+    payload: dict[str, Any]
+    attempts: int
+    last_error: str | None
+    replies: list[str] = Field(description="The raw replies of the failed attempts.")
+    created_at: Time
+    finished_at: Time | None
+
+
+class JobList(_Out):
+    data: list[JobOut]
 
 
 class TurnPage(_Out):

@@ -110,6 +110,11 @@ class Service:
         or `--update inline`): the `personavlm_worker_up` gauge is then left out."""
         return None if self._assistant is None else self._assistant.worker_alive
 
+    def wake_worker(self) -> None:
+        """Have the background worker look at the queue now (a job was put back in it)."""
+        if self._assistant is not None:
+            self._assistant.wake_worker()
+
     def health(self) -> tuple[str, list[str]]:
         """("ok" | "degraded", why): degraded while the update worker is down or restarting."""
         problems = []

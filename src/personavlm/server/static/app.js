@@ -212,6 +212,15 @@ $("#refresh").addEventListener("click", () =>
   ),
 );
 
+// Which model answers: /healthz needs no key, so the header says it before the login.
+async function showBackend() {
+  const health = await (await fetch("/healthz")).json();
+  $("#backend").textContent = health.backend
+    ? `model: ${health.backend}`
+    : "no chat model (memory only)";
+}
+showBackend().catch((err) => console.error(err));
+
 // A reload of the tab keeps the session's key; a key that stopped working is forgotten.
 const savedKey = sessionStorage.getItem(KEY_STORAGE);
 if (savedKey) {
