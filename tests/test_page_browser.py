@@ -345,3 +345,29 @@ def test_docs_render_offline_under_their_policy(page: Page, tmp_path: Path) -> N
         expect(memories.first).to_be_visible()
     fetched = [url for url in asked if not url.startswith(("data:", "blob:"))]
     assert fetched and all(url.startswith(base + "/") for url in fetched), fetched
+
+
+def test_a_dead_update_is_shown_with_its_replies_and_can_be_retried_or_dropped(
+    page: Page, tmp_path: Path, server: ScriptedOpenAIServer, script: AgentScript
+) -> None:
+    broken = "Sorry, no JSON from me today."
+    script.update = lambda req: broken if "poison" in req.all_text else update()
+    with start_app(tmp_path, server, "inline") as base:
+        key = user_with_key(base)
+        with api(base, key) as client:
+            for text in ("poison pill", "hello", "hello again"):  # three strikes: dead
+                body = {"user": USER, "messages": [{"role": "user", "content": text}]}
+                client.post("/v1/chat/completions", json=body).raise_for_status()
+        log_in(page, base, key)
+
+        jobs = page.locator("#dead-jobs li.job")
+        expect(jobs).to_have_count(1)
+        expect(jobs.first).to_contain_text("failed 3 times")
+        jobs.first.locator("summary").click()
+        expect(jobs.first.locator("pre").first).to_have_text(broken)
+        jobs.first.get_by_role("button", name="Drop").click()
+        expect(page.locator("#notice")).to_contain_text("dropped")
+        expect(page.locator("#jobs-panel")).to_be_hidden()
+        with api(base, key) as client:
+            events = client.get(f"/v1/users/{USER}/export").json()["events"]
+        assert [e["op"] for e in events].count("skip") == 1

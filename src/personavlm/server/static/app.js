@@ -6,6 +6,7 @@ import { Api, userPath } from "./api.js";
 import { radar, trajectory, legend } from "./charts.js";
 import { ChatPanel } from "./chat.js";
 import { $, el } from "./dom.js";
+import { JobsPanel } from "./jobs.js";
 import { MemoryTimeline } from "./memories.js";
 
 const KEY_STORAGE = "personavlm.key";
@@ -33,6 +34,7 @@ const timeline = new MemoryTimeline(
   },
   page,
 );
+const jobs = new JobsPanel({ section: $("#jobs-panel"), list: $("#dead-jobs") }, page);
 const chat = new ChatPanel(
   {
     form: $("#chat-form"),
@@ -139,7 +141,7 @@ async function selectUser(userId) {
   $("#user-title").textContent = `User ${userId}`;
   $("#user-view").hidden = false;
   chat.show(userId);
-  await Promise.all([timeline.show(userId), refreshPersonality()]);
+  await Promise.all([timeline.show(userId), refreshPersonality(), jobs.show(userId)]);
 }
 
 // --------------------------------------------------------------- personality
@@ -177,7 +179,12 @@ async function refreshPersonality() {
 
 async function onReply(reply) {
   const updates = reply.personavlm?.trace?.updates ?? [];
-  await Promise.all([timeline.reload(), refreshPersonality(), page.me.admin ? loadUsers() : null]);
+  await Promise.all([
+    timeline.reload(),
+    refreshPersonality(),
+    jobs.reload(),
+    page.me.admin ? loadUsers() : null,
+  ]);
   if (updates.some((u) => u.status === "queued")) {
     notify("The memory update runs in the background; the views refresh when it is done.");
     // Not awaited: the chat is free again while this waits.
@@ -208,7 +215,12 @@ $("#login-form").addEventListener("submit", (event) => {
 $("#logout").addEventListener("click", logout);
 $("#refresh").addEventListener("click", () =>
   run(() =>
-    Promise.all([timeline.reload(), refreshPersonality(), page.me.admin ? loadUsers() : null]),
+    Promise.all([
+      timeline.reload(),
+      refreshPersonality(),
+      jobs.reload(),
+      page.me.admin ? loadUsers() : null,
+    ]),
   ),
 );
 
