@@ -141,6 +141,9 @@ class Llguidance(Adapter):
 
         self.llg = llguidance
         self.tok = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab, eos_token=self.stops)
+        # As models/grammar.py does: one thread of our own (see "llguidance-pool" below).
+        self.executor = llguidance.LLExecutor(num_threads=1)
+        self.bitmask = np.zeros((1, (vocab + 31) // 32), dtype=np.int32)
 
     def compile(self, schema: dict[str, Any]) -> Any:
         layout = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
@@ -153,6 +156,16 @@ class Llguidance(Adapter):
 
     def matcher(self, compiled: Any) -> Any:
         return self.llg.LLMatcher(self.tok, compiled, log_level=0)
+
+    def allowed(self, matcher: Any) -> np.ndarray:
+        row = self.bitmask.shape[1] * 4
+        self.executor.unsafe_compute_mask_ptr([(matcher, 0)], self.bitmask.ctypes.data, row, 1)
+        bits = self.bitmask.view(np.uint8)[0]
+        return np.unpackbits(bits, bitorder="little")[: self.vocab].astype(bool)
+
+
+class LlguidancePool(Llguidance):
+    """llguidance's plain `compute_bitmask`, which runs on its default shared thread pool."""
 
     def allowed(self, matcher: Any) -> np.ndarray:
         bits = np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8)
@@ -238,6 +251,7 @@ def _byte_vocabulary(tokenizer: Any) -> dict[bytes, list[int]]:
 
 ADAPTERS: dict[str, Callable[[Any, int], Adapter]] = {
     "llguidance": Llguidance,
+    "llguidance-pool": LlguidancePool,
     "xgrammar": Xgrammar,
     "outlines-core": OutlinesCore,
 }
@@ -427,7 +441,7 @@ def report(results: dict[str, Any]) -> str:
             "| decoding step, SmolLM2 in generate | median ms | overhead |",
             "|---|---:|---:|",
         ]
-        for name in ("none", *LIBRARIES):
+        for name in ("none", *LIBRARIES, "llguidance-pool"):
             step = generate.get(name, {}).get("step_ms")
             if step is None:
                 lines.append(f"| {name} | {generate.get(name, {}).get('error', '-')} | |")
@@ -462,7 +476,7 @@ def main() -> None:
     if args.generate:
         results["generate"] = {
             name: run_child(["--child-generate", name, "--tokens", str(args.tokens)], args.timeout)
-            for name in ("none", *LIBRARIES)
+            for name in ("none", *LIBRARIES, "llguidance-pool")
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

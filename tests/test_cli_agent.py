@@ -47,13 +47,15 @@ def test_model_spec_flag_beats_environment() -> None:
     assert model_spec("", env) == "openai:env@http://env/v1"
 
 
-def test_model_spec_missing_says_what_to_pass() -> None:
+def test_model_spec_defaults_to_the_bundled_model_and_none_says_what_to_pass() -> None:
     for env in ({}, {"PERSONAVLM_MODEL": "  "}):
+        assert model_spec(None, env) == "local:smollm2"
+    for flag, env in (("none", {}), (None, {"PERSONAVLM_MODEL": "none"})):
         with pytest.raises(ConfigError) as caught:
-            model_spec(None, env)
+            model_spec(flag, env)
         message = str(caught.value)
         assert "--model openai:<model>@<base_url>" in message
-        assert "hf:<path>" in message
+        assert "hf:<path>" in message and "local:smollm2" in message
         assert "PERSONAVLM_MODEL" in message
 
 
@@ -385,8 +387,8 @@ def test_chat_with_no_model_server_exits_5(tmp_path: Path) -> None:
     assert "127.0.0.1" in error
 
 
-def test_chat_without_a_model_is_a_config_error(cli: Cli) -> None:
-    result = cli.fails(3, "chat", "--user", "ann", stdin="hello\n", model=False)
+def test_chat_with_model_none_is_a_config_error(cli: Cli) -> None:
+    result = cli.fails(3, "chat", "--user", "ann", "--model", "none", stdin="hello\n", model=False)
     assert "--model openai:<model>@<base_url>" in error_line(result)
     assert not cli.db.exists()
 
@@ -581,8 +583,9 @@ def test_ingest_persona_mme_with_model_down_continues(
 def test_ingest_format_flags(cli: Cli, tmp_path: Path) -> None:
     history = write_history(tmp_path / "data")
     no_model = cli.fails(
-        3, "ingest", "--format", "persona-mme", str(history), "--user", "u", model=False
-    )
+        3, "ingest", "--format", "persona-mme", str(history), "--user", "u", "--model", "none",
+        model=False,
+    )  # fmt: skip
     assert "--model openai:<model>@<base_url>" in error_line(no_model)
     jsonl_with_model = cli.fails(2, "ingest", str(history), "--user", "u")
     assert "apply to --format persona-mme" in error_line(jsonl_with_model)

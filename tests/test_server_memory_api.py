@@ -79,6 +79,7 @@ def test_health_page_and_schema_need_no_key(client: TestClient) -> None:
         "problems": [],
         "engine": "sqlite",
         "model": False,
+        "backend": None,
     }
     page = client.get("/")
     assert page.status_code == 200

@@ -142,10 +142,16 @@ def test_serve_config_from_the_environment(tmp_path: Path) -> None:
     assert flagged.model == "hf:/models/x"
 
 
-def test_serve_config_without_a_model_and_bad_values(tmp_path: Path) -> None:
+def test_serve_config_defaults_to_the_bundled_model_and_none_means_none(tmp_path: Path) -> None:
     env = {"PERSONAVLM_HOME": str(tmp_path)}
+    assert service_config(env=env).model == "local:smollm2"  # nothing configured
+    for flag, environ in (("none", env), (None, {**env, "PERSONAVLM_MODEL": "none"})):
+        config = service_config(model=flag, env=environ)
+        assert config.model is None and config.model_api_key is None
+    # a flag beats the environment both ways
+    assert service_config(model="none", env={**env, "PERSONAVLM_MODEL": "hf:/m"}).model is None
+    assert service_config(model="hf:/m", env={**env, "PERSONAVLM_MODEL": "none"}).model == "hf:/m"
     config = service_config(env=env)
-    assert config.model is None and config.model_api_key is None
     assert config.location == str(tmp_path / "personavlm.db")
     with pytest.raises(ConfigError, match="--max-body-mb"):
         service_config(max_body_mb=0, env=env)
@@ -174,6 +180,7 @@ def test_personavlm_serve_runs_and_prints_its_admin_key_once(tmp_path: Path) -> 
     command = [
         str(Path(sys.executable).with_name("personavlm")), "serve",
         "--db", str(tmp_path / "served.db"), "--embedder", "hashing", "--port", str(port),
+        "--model", "none",
     ]  # fmt: skip
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -194,6 +201,7 @@ def test_personavlm_serve_runs_and_prints_its_admin_key_once(tmp_path: Path) -> 
             "problems": [],
             "engine": "sqlite",
             "model": False,
+            "backend": None,
         }
         stderr = process.stderr
         assert stderr is not None

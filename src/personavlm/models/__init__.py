@@ -130,7 +130,8 @@ def public_spec(spec: str | None) -> str | None:
         return None
     scheme, _colon, rest = spec.partition(":")
     if scheme == "openai":
-        return f"openai:{rest.rpartition('@')[0] or rest}"
+        # Up to the first @: a URL with user:password@ in it must not show either.
+        return f"openai:{rest.partition('@')[0]}"
     if scheme == "hf":
         return f"hf:{Path(rest.rstrip('/')).name}"
     if scheme == "local":

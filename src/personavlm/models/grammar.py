@@ -69,6 +69,10 @@ class JsonGrammar:
         self._vocab_size = vocab_size
         self._grammars: dict[str, str] = {}
         self._lock = threading.Lock()
+        # Masks are computed on one thread of our own: llguidance's default shared pool
+        # competes with torch's threads for the cores, which on 2 CPUs made every decoding
+        # step of SmolLM2-135M take 290 ms instead of 51 (docs/benchmarks.md).
+        self._executor = llg.LLExecutor(num_threads=1)
 
     def constraint(self, schema: Mapping[str, Any]) -> JsonConstraint:
         """A fresh constraint for one generation (a matcher keeps per-reply state)."""
@@ -76,7 +80,7 @@ class JsonGrammar:
         matcher = self._llg.LLMatcher(self._tokenizer, grammar, log_level=0)
         if matcher.is_error():
             raise ConfigError(f"the JSON schema cannot be compiled: {matcher.get_error()}")
-        return JsonConstraint(matcher, self._vocab_size)
+        return JsonConstraint(matcher, self._executor, self._vocab_size)
 
     def _grammar(self, schema: Mapping[str, Any]) -> str:
         # Not sorted: the grammar writes properties in the schema's order (think first).
@@ -86,7 +90,8 @@ class JsonGrammar:
         if cached is not None:
             return cached
         try:
-            grammar = str(self._llg.LLMatcher.grammar_from_json_schema(key, overrides=_LAYOUT))
+            bounded = json.dumps(_bounded(schema))
+            grammar = str(self._llg.LLMatcher.grammar_from_json_schema(bounded, overrides=_LAYOUT))
         except ValueError as exc:
             raise ConfigError(f"the JSON schema is not a JSON object: {exc}") from None
         failed, messages = self._llg.LLMatcher.validate_grammar_with_warnings(
@@ -109,9 +114,14 @@ class JsonConstraint:
     the previous step is the last of `input_ids`, so the matcher consumes that first.
     """
 
-    def __init__(self, matcher: llguidance.LLMatcher, vocab_size: int) -> None:
+    def __init__(
+        self, matcher: llguidance.LLMatcher, executor: llguidance.LLExecutor, vocab_size: int
+    ) -> None:
         self._matcher = matcher
+        self._executor = executor
         self._vocab_size = vocab_size
+        # One bit per token in 32-bit words, as llguidance writes it.
+        self._bitmask = np.zeros((1, (vocab_size + 31) // 32), dtype=np.int32)
         self._started = False
 
     def mask(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -125,10 +135,13 @@ class JsonConstraint:
             raise ModelResponseError(
                 f"constrained decoding lost its place: {self._matcher.get_error()}"
             )
-        bits = np.frombuffer(self._matcher.compute_bitmask(), dtype=np.uint8)
-        # Bit i of the mask's 32-bit words (little-endian) allows token i.
-        allowed = np.unpackbits(bits, bitorder="little")[: scores.shape[-1]]
-        banned = torch.from_numpy(allowed == 0).to(scores.device)
+        row_bytes = self._bitmask.shape[1] * 4
+        self._executor.unsafe_compute_mask_ptr(
+            [(self._matcher, 0)], self._bitmask.ctypes.data, row_bytes, 1
+        )
+        # Bit i of the little-endian words allows token i.
+        allowed = np.unpackbits(self._bitmask.view(np.uint8)[0], bitorder="little")
+        banned = torch.from_numpy(allowed[: scores.shape[-1]] == 0).to(scores.device)
         return scores.masked_fill(banned, float("-inf"))
 
     def processor(self) -> Any:
@@ -161,6 +174,29 @@ class JsonConstraint:
             f"it said: {excerpt!r}",
             reply=text,
         )
+
+
+# JSON's safe integers (what every JSON parser holds exactly, and far beyond any id or count
+# the agent reads). llguidance refuses the full 64-bit range.
+_INT_RANGE = {"minimum": -(2**53 - 1), "maximum": 2**53 - 1}
+
+
+def _bounded(schema: Any) -> Any:
+    """The schema with every integer given JSON's safe range where it has no bound of its own.
+
+    Stricter than the schema only for numbers nothing downstream could hold; it matters for
+    decoding: an unbounded integer lets a small model write digits until max_tokens (seen
+    with SmolLM2-135M on the memory id of an update)."""
+    if isinstance(schema, list):
+        return [_bounded(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    out = {key: _bounded(value) for key, value in schema.items()}
+    kinds = out.get("type")
+    if kinds == "integer" or (isinstance(kinds, list) and "integer" in kinds):
+        for key, bound in _INT_RANGE.items():
+            out.setdefault(key, bound)
+    return out
 
 
 def _llguidance() -> Any:

@@ -96,9 +96,10 @@ def model_not_configured() -> ApiError:
     return ApiError(
         503,
         "model_not_configured",
-        "no chat model is attached to this service: restart it with --model "
-        "openai:<model>@<base_url> (any OpenAI-compatible server) or --model hf:<checkpoint "
-        "dir>, or set PERSONAVLM_MODEL; the memory API works without one",
+        "no chat model is attached to this service (it runs with --model none): restart it "
+        "with --model openai:<model>@<base_url> (any OpenAI-compatible server), --model "
+        "hf:<checkpoint dir or .gguf>, or without --model for the bundled local:smollm2, or "
+        "set PERSONAVLM_MODEL; the memory API works without one",
     )
 
 

