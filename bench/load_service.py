@@ -194,7 +194,7 @@ def stop_serve(served: Served) -> None:
 def service(
     location: str, model_url: str, embedder: str, blobs: Path, flags: Sequence[str] = ()
 ) -> Iterator[str]:
-    served = start_serve(location, model_url, embedder, blobs, flags, "serve")
+    served = start_serve(location, model_url, embedder, blobs, flags, "mixed")
     try:
         yield served.url
     finally:

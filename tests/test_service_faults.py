@@ -91,7 +91,7 @@ def test_chats_beyond_the_cap_are_refused_at_once_and_other_routes_keep_answerin
         refused = say(http, key, "one too many")
         assert refused.status_code == 429, refused.text
         assert error_of(refused)["code"] == "model_busy"
-        assert refused.headers["Retry-After"] == "1"
+        assert int(refused.headers["Retry-After"]) >= 1
         # everything else still answers while every chat slot waits on the model
         assert http.get("/healthz").json()["status"] == "ok"
         assert http.get("/v1/users/ann/memories", headers=bearer(key)).status_code == 200

@@ -80,7 +80,7 @@ def serve(
     max_inflight: int = typer.Option(
         8,
         "--max-inflight",
-        help="Chat turns waiting on the model at once; more are refused at once with 429.",
+        help="Chat turns running at once (a slot is held for the whole turn); more get 429.",
     ),
     model_timeout: float = typer.Option(
         120.0,

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import random
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -45,11 +47,20 @@ class ChatRunner:
         self._executor = ThreadPoolExecutor(max_inflight, thread_name_prefix="personavlm-chat")
         self._lock = threading.Lock()
         self._inflight = 0
+        self._typical_turn_s = 1.0  # moving average of a turn's time, for Retry-After
         self.rejected = 0
 
     @property
     def inflight(self) -> int:
         return self._inflight
+
+    def refuse_if_full(self) -> None:
+        """ApiError 429 at once when every slot is taken: called before the request's body
+        is read into a turn, so a refusal costs next to nothing (`run` checks again)."""
+        with self._lock:
+            full = self._inflight >= self.max_inflight
+        if full:
+            self._refuse()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -79,25 +90,37 @@ class ChatRunner:
     def _take_slot(self) -> None:
         with self._lock:
             if self._inflight >= self.max_inflight:
-                self.rejected += 1
-                if self._on_refused is not None:
-                    self._on_refused()
-                raise ApiError(
-                    429,
-                    "model_busy",
-                    f"all {self.max_inflight} chat slots are busy with the model "
-                    "(--max-inflight); retry shortly",
-                    headers={"Retry-After": "1"},
-                )
+                self._refuse()
             self._inflight += 1
 
+    def _refuse(self) -> None:
+        self.rejected += 1
+        if self._on_refused is not None:
+            self._on_refused()
+        raise ApiError(
+            429,
+            "model_busy",
+            f"all {self.max_inflight} chat slots are busy with chat turns (--max-inflight); "
+            "retry after the Retry-After seconds",
+            headers={"Retry-After": str(self._retry_after())},
+        )
+
+    def _retry_after(self) -> int:
+        # About how long a turn takes now, spread at random: a fixed 1 s made hundreds of
+        # waiting clients come back in lock-step and crowd out every other route.
+        typical = max(1.0, self._typical_turn_s)
+        return max(1, round(typical * random.uniform(0.5, 1.5)))
+
     def _call(self, budget: deadline.Budget, work: Callable[[], T]) -> T:
+        started = time.monotonic()
         try:
             with deadline.active(budget):
                 return work()
         finally:
+            took = time.monotonic() - started
             with self._lock:  # the slot is free when the thread is, not when the client is
                 self._inflight -= 1
+                self._typical_turn_s = 0.8 * self._typical_turn_s + 0.2 * took
 
     async def _until_done_or_gone(
         self, future: asyncio.Future[T], disconnected: Callable[[], Awaitable[bool]]

@@ -64,7 +64,7 @@ class ServiceConfig:
     # Pictures with more pixels are refused before they are stored (media/blobs.py).
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     served_model: str = "personavlm"  # the model id /v1/models lists and replies carry
-    # Chat turns waiting on the model at once; more are refused at once with 429.
+    # Chat turns running at once (held for the whole turn); more are refused with 429.
     max_inflight: int = 8
     # One budget per chat turn for all its model calls, retries and waits included.
     model_timeout_s: float = 120.0

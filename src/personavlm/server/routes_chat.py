@@ -113,6 +113,8 @@ async def chat_completions(
 ) -> Response:
     limit = service.config.max_image_bytes
     # Checked first, so a key learns the same about other users with or without a model.
+    if service.has_model:  # a refusal must cost next to nothing: before the pictures
+        service.chat_runner.refuse_if_full()
     turn = await run_in_threadpool(read_chat_turn, body, caller, limit)  # decodes pictures
     assistant = service.assistant  # 503 model_not_configured when no model is attached
     completion = Completion(service.config.served_model, turn.user_id)

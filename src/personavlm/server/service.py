@@ -55,6 +55,9 @@ class Service:
         )
         self._store = store
         try:
+            # Load the encoder now, before /healthz says ok: lazily it cost the first search
+            # (and the first update job after a restart) 6-7 s (docs/benchmarks.md).
+            store.embedder.encode(["warm up"])
             self._ensure_admin_key(store)
             # Jobs claimed by a worker that died here (kill -9, a reboot) run again now, not
             # when their lease runs out.
