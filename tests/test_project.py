@@ -26,7 +26,7 @@ def _lazy_packages() -> list[str]:
     return [
         ".".join(init.parent.relative_to(source.parent).parts)
         for init in sorted(source.rglob("__init__.py"))
-        if "def __getattr__(" in init.read_text(encoding="utf-8")
+        if "lazy_getattr(" in init.read_text(encoding="utf-8")
     ]
 
 
