@@ -19,7 +19,9 @@ tiny BPE, 400 tokens):
   properties false, ["string", "null"] types, required keys);
 - in generate (SmolLM2 only, --generate): the median time of one decoding step of
   transformers' `generate` without a constraint and with each library's mask as a
-  LogitsProcessor (the STEP_SCHEMA prompt, greedy, 48 new tokens).
+  LogitsProcessor (the STEP_SCHEMA prompt, greedy, 48 new tokens). llguidance runs as
+  models/grammar.py runs it (masks on an LLExecutor of one thread) and, as
+  "llguidance-pool", through its plain compute_bitmask (its default shared thread pool).
 Each library runs in its own process (a compile that runs away is cut at --timeout seconds).
 
 Output: Markdown tables on stdout, the raw numbers as JSON in --out.
@@ -73,7 +75,8 @@ VALID = {
     "consolidate": '{"core": [{"key": "pet", "value": "a beagle called Bobby"}], '
     '"procedural": [{"key": "tone", "value": null}]}',
 }
-# A prefix that breaks the named feature; the library supports it when it refuses a token.
+# A reply (or its start) that breaks the named feature; the library enforces the feature
+# when it refuses one of its tokens, or, for a whole reply, refuses to end it there.
 VIOLATIONS = {
     "integer minimum/maximum": ("update", '{"personality": {"openness": 7'),
     "enum": ("step", '{"think": "x", "action": "shout"'),
@@ -81,6 +84,7 @@ VIOLATIONS = {
     'type ["string", "null"]': ("step", '{"think": "x", "action": "answer", "answer": 5'),
     "required keys": ("episodic", "{}"),
 }
+WHOLE_REPLIES = frozenset({"required keys"})
 PROMPT = (
     "Reply with one JSON object with the keys think, action (answer or retrieve), answer, "
     "keywords, start_time, end_time. User: My dog is called Bobby. What is my dog called?"
@@ -163,6 +167,9 @@ class Llguidance(Adapter):
         bits = self.bitmask.view(np.uint8)[0]
         return np.unpackbits(bits, bitorder="little")[: self.vocab].astype(bool)
 
+    def consume(self, matcher: Any, token: int) -> bool:
+        return bool(matcher.consume_token(token)) and not matcher.is_error()
+
 
 class LlguidancePool(Llguidance):
     """llguidance's plain `compute_bitmask`, which runs on its default shared thread pool."""
@@ -170,9 +177,6 @@ class LlguidancePool(Llguidance):
     def allowed(self, matcher: Any) -> np.ndarray:
         bits = np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8)
         return np.unpackbits(bits, bitorder="little")[: self.vocab].astype(bool)
-
-    def consume(self, matcher: Any, token: int) -> bool:
-        return bool(matcher.consume_token(token)) and not matcher.is_error()
 
 
 class Xgrammar(Adapter):
@@ -280,13 +284,13 @@ def walk(adapter: Adapter, compiled: Any, text: str) -> tuple[float, bool]:
     return spent / len(ids) * 1e6, ok
 
 
-def refuses(adapter: Adapter, compiled: Any, prefix: str) -> bool:
-    """Whether the library refuses some token of `prefix`, or its end as a reply."""
+def refuses(adapter: Adapter, compiled: Any, text: str, *, whole: bool) -> bool:
+    """Whether the library refuses some token of `text`, or (a `whole` reply) to end there."""
     matcher = adapter.matcher(compiled)
-    for token in adapter.tokenizer(prefix, add_special_tokens=False)["input_ids"]:
+    for token in adapter.tokenizer(text, add_special_tokens=False)["input_ids"]:
         if not adapter.allowed(matcher)[int(token)] or not adapter.consume(matcher, int(token)):
             return True
-    return not bool(adapter.allowed(matcher)[adapter.stops[0]])
+    return whole and not bool(adapter.allowed(matcher)[adapter.stops[0]])
 
 
 def measure_library(name: str, tokenizer: Any, vocab: int) -> dict[str, Any]:
@@ -309,8 +313,12 @@ def measure_library(name: str, tokenizer: Any, vocab: int) -> dict[str, Any]:
             "valid_reply_allowed": valid_ok,
         }
     result["features"] = {
-        feature: (refuses(adapter, compiled[schema], prefix) if schema in compiled else None)
-        for feature, (schema, prefix) in VIOLATIONS.items()
+        feature: (
+            refuses(adapter, compiled[schema], text, whole=feature in WHOLE_REPLIES)
+            if schema in compiled
+            else None
+        )
+        for feature, (schema, text) in VIOLATIONS.items()
     }
     return result
 

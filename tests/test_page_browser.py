@@ -148,6 +148,8 @@ def test_chat_with_a_picture_then_undo_the_memory(
         key = user_with_key(base)
         log_in(page, base, key)
 
+        # The header says which model answers: its spec, without the server's address.
+        expect(page.locator("#backend")).to_have_text("model: openai:scripted")
         # A user key goes straight to its own user: no users list.
         expect(page.locator("#who")).to_have_text(f"Key of user {USER}")
         expect(page.locator("#users-panel")).to_be_hidden()

@@ -102,6 +102,13 @@ def load_model(spec: str) -> ChatModel:
     from personavlm import models
 
     options = {"api_key": api_key()} if spec.startswith("openai:") else {}
+    if spec.startswith("local:"):
+        # The default when nothing is configured: say what loads, and why it takes a while.
+        typer.echo(
+            f"loading the bundled model {spec} (a tiny demonstration; about 25 s on 2 cores; "
+            "attach a real one with --model, see docs/models.md)",
+            err=True,
+        )
     return models.load(spec, **options)
 
 

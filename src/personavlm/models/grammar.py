@@ -70,8 +70,8 @@ class JsonGrammar:
         self._grammars: dict[str, str] = {}
         self._lock = threading.Lock()
         # Masks are computed on one thread of our own: llguidance's default shared pool
-        # competes with torch's threads for the cores, which on 2 CPUs made every decoding
-        # step of SmolLM2-135M take 290 ms instead of 51 (docs/benchmarks.md).
+        # competes with torch's threads for the cores; on 2 CPUs that cost 8 ms per decoding
+        # step of SmolLM2-135M when idle, and once 292 ms instead of 51 (docs/benchmarks.md).
         self._executor = llg.LLExecutor(num_threads=1)
 
     def constraint(self, schema: Mapping[str, Any]) -> JsonConstraint:
