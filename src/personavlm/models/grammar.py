@@ -156,21 +156,24 @@ class JsonConstraint:
 
         return _Constrained()
 
-    def finish(self, generated: list[int], stopped: bool, max_tokens: int, text: str) -> None:
+    def finish(
+        self, generated: list[int], stopped: bool, max_tokens: int, text: str, *, why: str = ""
+    ) -> None:
         """After generation: ProtocolError when the reply was cut before the JSON was done.
 
         `generated` holds every token picked (the stop token included when `stopped`): the
         last one was never shown to `mask`, so it is consumed here before asking whether the
-        grammar is complete.
+        grammar is complete. `why` says where max_tokens came from, when not the caller.
         """
         if generated and not stopped:
             self._matcher.consume_token(generated[-1])
         if stopped or self._matcher.is_accepting():
             return
         excerpt = " ".join(text.split())[:200]
+        advice = why or "raise max_tokens"
         raise ProtocolError(
             f"the model's JSON reply was cut at max_tokens={max_tokens} before it was "
-            f"complete (constrained decoding keeps it valid, not short); raise max_tokens; "
+            f"complete (constrained decoding keeps it valid, not short); {advice}; "
             f"it said: {excerpt!r}",
             reply=text,
         )

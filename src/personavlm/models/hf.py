@@ -37,7 +37,8 @@ GGUF files: `hf:path/to/model.gguf` loads through transformers' GGUF support (th
 package; the weights are de-quantised to float32 on load: about 25 s for the bundled 135M
 model on 2 cores, most of it transformers reading the file's metadata), with the tokenizer
 and chat template the file carries. GGUF models are text
-only. `local:<name>` (models/bundled.py) names a GGUF file a package ships.
+only. `local:<name>` (models/bundled.py) names a GGUF file a package ships, and may cap the
+tokens of one reply (`max_tokens_cap`: max_tokens becomes the smaller of the two).
 
 torch, transformers and Pillow are imported when a model is built, never on import; missing
 ones raise MissingDependencyError with the pip command. Nothing is ever downloaded: every
@@ -149,12 +150,15 @@ class HFChatModel:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         min_pixels: int = DEFAULT_MIN_PIXELS,
         spec: str | None = None,
+        max_tokens_cap: int | None = None,
     ) -> None:
         source = _checkpoint_source(path)
         self._path = source.path
         self._spec = spec or f"hf:{self._path}"
         # What replies name: the path for hf: (as before), the spec alone for a named model.
         self._reply_model = spec or str(self._path)
+        # A bundled model's own limit on one reply (models/bundled.py says why).
+        self._max_tokens_cap = max_tokens_cap
         _require_local_stack(gguf=source.gguf_file is not None)
         torch_device = _torch_device(device)
         torch_dtype = _torch_dtype(dtype)
@@ -229,6 +233,9 @@ class HFChatModel:
         """One completion; with `schema`, decoded under the schema's grammar and checked (see
         the module docstring): schema-valid JSON, or ProtocolError when cut at max_tokens."""
         _check_call(max_tokens, temperature)
+        capped = self._max_tokens_cap is not None and self._max_tokens_cap < max_tokens
+        if self._max_tokens_cap is not None:
+            max_tokens = min(max_tokens, self._max_tokens_cap)
         started = time.perf_counter()
         encoded = self.encode(messages)
         with self._lock:
@@ -241,7 +248,10 @@ class HFChatModel:
         text = str(self._tokenizer.decode(content, skip_special_tokens=True))
         if schema is not None:
             assert constraint is not None
-            constraint.finish(generated, stopped, max_tokens, text)
+            why = (
+                f"the cap of {self._spec}, which repeats itself rather than stop" if capped else ""
+            )
+            constraint.finish(generated, stopped, max_tokens, text, why=why)
             text = check_json_reply(text, schema, finish_reason=finish, max_tokens=max_tokens)
         return Reply(
             text=text,
@@ -573,7 +583,7 @@ def _checkpoint_source(path: str | Path) -> _Source:
 
 def _require_local_stack(*, gguf: bool = False) -> None:
     missing = []
-    modules = ("torch", "transformers", "PIL", *(("gguf",) if gguf else ()))
+    modules = ("torch", "transformers", "PIL", *(("gguf", "accelerate") if gguf else ()))
     for module in modules:
         try:
             __import__(module)
