@@ -106,3 +106,18 @@ def test_indices_with_words_are_refused_not_guessed() -> None:
 def test_broken_json_beyond_a_trailing_comma_is_refused() -> None:
     with pytest.raises(ProtocolError, match="not one JSON object"):
         parse_consolidation_json('{"core": [{"key": "name", "value": "Ann"}], "procedural": [')
+
+
+def test_response_steps_and_updates_share_one_reader_for_json() -> None:
+    from personavlm.agent.protocol import AnswerAction, Protocol, parse_step
+
+    step = parse_step(
+        '```json\n{"think": "t", "action": "answer", "answer": "hi",}\n```', Protocol.JSON
+    )
+    assert isinstance(step, AnswerAction) and step.text == "hi"
+    # an unpaired surrogate spelled in JSON, also inside a list, becomes U+FFFD
+    _, [operation] = parse_update_json(
+        f'{{{NEUTRAL}, "operations": [{{"op": "ADD", "content": "a\\ud800b", '
+        '"keywords": ["x\\udc00"]}]}'
+    )
+    assert operation.content == "a\ufffdb" and operation.keywords == ("x\ufffd",)

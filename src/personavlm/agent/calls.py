@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from personavlm.agent.formats import without_surrogates
 from personavlm.agent.trace import ModelCall, Phase
 from personavlm.errors import ProtocolError
 from personavlm.models import deadline
@@ -54,7 +55,7 @@ def call(
     )
     # A reply is text from outside: an unpaired surrogate in it (a server's JSON may say
     # "\ud800") could be neither stored nor sent on; it becomes U+FFFD here, once.
-    text = reply.text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    text = without_surrogates(reply.text)
     if text != reply.text:
         reply = replace(reply, text=text)
     calls.append(

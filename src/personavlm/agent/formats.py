@@ -37,6 +37,7 @@ __all__ = [
     "Topic",
     "collecting_repairs",
     "is_null",
+    "load_reply_object",
     "parse_consolidation_json",
     "parse_episodic_json",
     "parse_episodic_tags",
@@ -44,6 +45,7 @@ __all__ = [
     "parse_reading_tags",
     "parse_semantic_tags",
     "parse_update_json",
+    "without_surrogates",
 ]
 
 OPS = ("ADD", "UPDATE", "INVALIDATE", "NOOP")
@@ -177,14 +179,18 @@ _FENCE = re.compile(r"^```[A-Za-z]*\s*\n?(?P<body>.*?)\n?```$", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 
 
-def _load_object(text: str) -> dict[str, Any]:
+def load_reply_object(text: str) -> dict[str, Any]:
+    """A model's JSON reply as an object, for every JSON reader of the agent (response steps
+    and updates): a code fence around it and trailing commas are repaired (noted); an
+    unpaired surrogate the JSON spells ("\\ud800") becomes U+FFFD, since such text can be
+    neither stored nor sent on; anything else unreadable is a ProtocolError."""
     stripped = text.strip()
     fenced = _FENCE.match(stripped)
     if fenced is not None:
         stripped = fenced.group("body").strip()
         _repaired("removed a code fence around the JSON")
     try:
-        data = json.loads(stripped)
+        data = json.loads(stripped, object_hook=_without_surrogates)
     except json.JSONDecodeError as exc:
         # A trailing comma is the one slip repaired (it changes no value); anything else
         # is the model's to fix.
@@ -192,13 +198,34 @@ def _load_object(text: str) -> dict[str, Any]:
         if unslipped == stripped:
             raise ProtocolError(f"the reply is not one JSON object: {exc}") from exc
         try:
-            data = json.loads(unslipped)
+            data = json.loads(unslipped, object_hook=_without_surrogates)
         except json.JSONDecodeError:
             raise ProtocolError(f"the reply is not one JSON object: {exc}") from exc
         _repaired("removed trailing commas from the JSON")
     if not isinstance(data, dict):
         raise ProtocolError(f"the reply must be a JSON object, not {type(data).__name__}")
     return data
+
+
+def _without_surrogates(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: _replace_surrogates(value) for key, value in data.items()}
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(text: str) -> str:
+    """`text` with each unpaired surrogate (text no store can hold nor client receive)
+    replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _replace_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return without_surrogates(value)
+    if isinstance(value, list):
+        return [_replace_surrogates(item) for item in value]
+    return value  # objects inside were cleaned by the hook already
 
 
 def _list_of(data: dict[str, Any], key: str, what: str) -> list[dict[str, Any]]:
@@ -217,7 +244,7 @@ def _strings(value: object, where: str) -> tuple[str, ...]:
 
 
 def parse_update_json(text: str) -> tuple[Reading, list[Proposal]]:
-    data = _load_object(text)
+    data = load_reply_object(text)
     personality = data.get("personality")
     if not isinstance(personality, dict):
         raise ProtocolError('"personality" must be an object with the five traits')
@@ -258,7 +285,7 @@ def _proposal(item: dict[str, Any], index: int) -> Proposal:
 
 def parse_episodic_json(text: str) -> list[Topic]:
     topics = []
-    for index, item in enumerate(_list_of(_load_object(text), "topics", "topic")):
+    for index, item in enumerate(_list_of(load_reply_object(text), "topics", "topic")):
         summary, turns = item.get("summary"), item.get("turns")
         if not isinstance(summary, str) or not summary.strip():
             raise ProtocolError(f"topics[{index}].summary must be non-empty text")
@@ -272,7 +299,7 @@ def parse_episodic_json(text: str) -> list[Topic]:
 
 
 def parse_consolidation_json(text: str) -> tuple[list[KeyValue], list[KeyValue]]:
-    data = _load_object(text)
+    data = load_reply_object(text)
     result: list[list[KeyValue]] = []
     for section in ("core", "procedural"):
         entries = []

@@ -25,6 +25,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from personavlm.agent.formats import load_reply_object
 from personavlm.errors import ProtocolError, ValidationError
 from personavlm.timeutil import TimeWindow, parse_time
 
@@ -185,14 +186,7 @@ def _keywords(value: str | None) -> str:
 
 
 def _parse_json_step(text: str) -> Action:
-    try:
-        # JSON may spell an unpaired surrogate ("\ud800"): such text can be neither stored
-        # nor sent on, so it becomes U+FFFD as it is read.
-        data = json.loads(_strip_fence(text), object_hook=_without_surrogates)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"the reply is not one JSON object: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ProtocolError("the reply must be a JSON object, not " + type(data).__name__)
+    data = load_reply_object(text)
     action = data.get("action")
     think = data.get("think")
     if not isinstance(think, str):
@@ -212,26 +206,6 @@ def _parse_json_step(text: str) -> Action:
                 raise ProtocolError(f'"{name}" must be a string or null')
         return RetrieveAction(think.strip(), keywords.strip(), start or None, end or None)
     raise ProtocolError(f'"action" must be "answer" or "retrieve", got {action!r}')
-
-
-def _without_surrogates(data: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-        if isinstance(value, str)
-        else value
-        for key, value in data.items()
-    }
-
-
-def _strip_fence(text: str) -> str:
-    """Models without constrained decoding often wrap JSON in a ``` fence; that much is
-    unambiguous, anything else is a protocol error."""
-    stripped = text.strip()
-    if stripped.startswith("```") and stripped.endswith("```"):
-        stripped = stripped[3:-3]
-        if stripped.startswith("json"):
-            stripped = stripped[4:]
-    return stripped.strip()
 
 
 # ----------------------------------------------------------------------------- time window

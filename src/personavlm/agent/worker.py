@@ -159,9 +159,12 @@ class Worker:
         except NotFoundError:  # the user was deleted meanwhile: the job went with them
             return UpdateReport(job.id, job.user_id, job.kind, "dropped", error=error)
         log.warning(
-            "update job %d (%s) of user %r failed (attempt %d of %d%s): %s",
-            job.id, job.kind, job.user_id, job.attempts, self.max_attempts,
-            "; dead: retry or drop it by hand" if dead else "", error.splitlines()[0],
+            "update job %d (%s) of user %r failed (attempt %d, %s): %s",
+            job.id, job.kind, job.user_id, job.attempts,
+            "dead: retry or drop it by hand" if dead
+            else f"dead after {self.max_attempts} failures of its own" if strike
+            else "an outage: no strike, retried after a backoff",
+            error.splitlines()[0],
         )  # fmt: skip
         report = UpdateReport(
             job.id, job.user_id, job.kind, "dead" if dead else "failed", error=error

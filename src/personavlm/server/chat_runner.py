@@ -48,11 +48,6 @@ class ChatRunner:
         self._lock = threading.Lock()
         self._inflight = 0
         self._typical_turn_s = 1.0  # moving average of a turn's time, for Retry-After
-        self.rejected = 0
-
-    @property
-    def inflight(self) -> int:
-        return self._inflight
 
     def refuse_if_full(self) -> None:
         """ApiError 429 at once when every slot is taken: called before the request's body
@@ -94,7 +89,6 @@ class ChatRunner:
             self._inflight += 1
 
     def _refuse(self) -> None:
-        self.rejected += 1
         if self._on_refused is not None:
             self._on_refused()
         raise ApiError(
