@@ -152,3 +152,19 @@ def test_dead_jobs_from_the_command_line(
     assert retried.exit_code == 0 and "pending again" in retried.output
     refused = runner.invoke(app, ["jobs", "drop", str(dead[0]["id"]), "--user", "ann"], env=env)
     assert refused.exit_code == 2 and "only dead jobs" in refused.output
+
+
+def test_an_outage_is_no_strike_the_job_waits_however_often_it_fails(
+    store: MemoryStore, script: AgentScript, server: ScriptedOpenAIServer
+) -> None:
+    from personavlm.testing import ScriptedResponse
+
+    script.update = lambda req: ScriptedResponse(status=503)  # overloaded, every time
+    model = OpenAIChatModel("scripted", server.base_url, max_retries=0)
+    with model, Assistant(store, model, AgentConfig(update="queue", max_attempts=2)) as assistant:
+        talk(assistant, "ann", 1)
+        drain(assistant, rounds=4)  # four failed attempts, twice max_attempts
+        status = store.queue_status("ann")
+        assert (status.pending, status.failed, status.dead) == (1, 1, 0)
+        [job] = store.jobs("ann")
+        assert job.attempts == 4 and "overloaded" in (job.last_error or "")
