@@ -92,6 +92,11 @@ def test_chats_beyond_the_cap_are_refused_at_once_and_other_routes_keep_answerin
         assert refused.status_code == 429, refused.text
         assert error_of(refused)["code"] == "model_busy"
         assert int(refused.headers["Retry-After"]) >= 1
+        # refused before the body is read: a body the route would reject (422) is not even
+        # looked at; the key still is (401 first)
+        unread = http.post("/v1/chat/completions", headers=bearer(key), content=b"{not json")
+        assert (unread.status_code, error_of(unread)["code"]) == (429, "model_busy")
+        assert say(http, "pvlm_wrong", "hi").status_code == 401
         # everything else still answers while every chat slot waits on the model
         assert http.get("/healthz").json()["status"] == "ok"
         assert http.get("/v1/users/ann/memories", headers=bearer(key)).status_code == 200

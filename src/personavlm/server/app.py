@@ -25,6 +25,7 @@ from personavlm import __version__, models
 from personavlm.errors import ConfigError
 from personavlm.server import routes_chat, routes_jobs, routes_memory, routes_metrics, schemas
 from personavlm.server.auth import AuthMiddleware
+from personavlm.server.chat_runner import ChatAdmissionMiddleware
 from personavlm.server.config import ServiceConfig
 from personavlm.server.docs_ui import install_docs
 from personavlm.server.errors import install_error_handlers
@@ -91,7 +92,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         response_model=None,
         responses={200: {"model": schemas.HealthOut, "description": "Up"}},
     )
-    def health() -> dict[str, object]:
+    async def health() -> dict[str, object]:  # on the event loop: no pool thread to wait for
         status, problems = service.health()
         return {
             "status": status,
@@ -116,6 +117,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
 def _add_middleware(app: FastAPI, config: ServiceConfig, service: Service) -> None:
     # Each add_middleware wraps the ones before: the last added runs first.
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    # A busy chat is refused after the key is checked, before its body is read.
+    app.add_middleware(
+        ChatAdmissionMiddleware, runner=service.chat_runner, has_model=service.has_model
+    )
     app.add_middleware(AuthMiddleware, service=service)  # before the body limit: 401 first
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=RouteLabels(app))
     # On every answer, 401, 413 and the 500 of an unexpected exception included.

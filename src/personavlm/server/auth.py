@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
 import anyio.to_thread
 from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -44,6 +45,9 @@ PROTECTED_PREFIX = "/v1/"
 PROTECTED_PATHS = frozenset({"/metrics"})
 NO_KEY = "no API key: send the header `Authorization: Bearer <key>`"
 BAD_KEY = "unknown or revoked API key"
+# Threads of auth's own: its lookups are short, and in the shared pool of 40 they queued behind
+# memory routes busy embedding (every request, a refusal or /metrics included, waited).
+AUTH_THREADS = 8
 OTHER_USER = "this key belongs to one user and reaches only that user's data"
 ADMIN_ONLY = "this route needs the admin key"
 
@@ -69,6 +73,7 @@ class AuthMiddleware:
     def __init__(self, app: ASGIApp, *, service: Service) -> None:
         self.app = app
         self.service = service
+        self._limiter: anyio.CapacityLimiter | None = None  # made on the event loop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not needs_key(scope["path"]):
@@ -79,7 +84,11 @@ class AuthMiddleware:
             await error_response(401, "unauthorized", NO_KEY)(scope, receive, send)
             return
         try:
-            key = await anyio.to_thread.run_sync(self.service.store.authenticate, secret)
+            if self._limiter is None:
+                self._limiter = anyio.CapacityLimiter(AUTH_THREADS)
+            key = await anyio.to_thread.run_sync(
+                self.service.store.authenticate, secret, limiter=self._limiter
+            )
         except PersonaVLMError as exc:
             status, code = library_error(exc)
             await error_response(status, code, str(exc))(scope, receive, send)

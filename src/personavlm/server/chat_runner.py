@@ -22,10 +22,14 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from personavlm.models import deadline
-from personavlm.server.errors import ApiError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["ChatRunner"]
+from personavlm.models import deadline
+from personavlm.server.errors import ApiError, error_response
+
+__all__ = ["CHAT_PATH", "ChatAdmissionMiddleware", "ChatRunner"]
+
+CHAT_PATH = "/v1/chat/completions"
 
 T = TypeVar("T")
 
@@ -125,3 +129,31 @@ class ChatRunner:
                 return future.result()
             if await disconnected():
                 raise asyncio.CancelledError("the client disconnected")
+
+
+class ChatAdmissionMiddleware:
+    """Refuses a chat turn with 429 while every slot is busy, after the key is checked and
+    before the body is read or validated: under a slow model most chat requests are
+    refusals, and each must cost next to nothing and take no thread of the shared pool (a
+    refusal in the route itself waited behind the memory routes for a thread: p95 0.7-1 s,
+    docs/benchmarks.md). `ChatRunner.run` checks again when the turn takes its slot."""
+
+    def __init__(self, app: ASGIApp, *, runner: ChatRunner, has_model: bool) -> None:
+        self.app = app
+        self.runner = runner
+        self.has_model = has_model  # without a model the route answers 503, never 429
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.has_model
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == CHAT_PATH
+        ):
+            try:
+                self.runner.refuse_if_full()
+            except ApiError as exc:
+                refusal = error_response(exc.status, exc.code, exc.message, headers=exc.headers)
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -112,9 +112,8 @@ async def chat_completions(
     body: schemas.ChatCompletionRequest, caller: AnyCaller, service: ServiceDep, request: Request
 ) -> Response:
     limit = service.config.max_image_bytes
-    # Checked first, so a key learns the same about other users with or without a model.
-    if service.has_model:  # a refusal must cost next to nothing: before the pictures
-        service.chat_runner.refuse_if_full()
+    # A turn finding every slot busy was refused before its body was read
+    # (ChatAdmissionMiddleware); the runner checks again when the turn takes its slot.
     turn = await run_in_threadpool(read_chat_turn, body, caller, limit)  # decodes pictures
     assistant = service.assistant  # 503 model_not_configured when no model is attached
     completion = Completion(service.config.served_model, turn.user_id)

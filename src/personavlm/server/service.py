@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 from personavlm import embed, models
 from personavlm.agent import AgentConfig, Assistant
 from personavlm.agent.worker import release_orphaned_claims
+from personavlm.embed.batching import BatchingEmbedder
 from personavlm.errors import ConfigError
 from personavlm.memory import MemoryStore
 from personavlm.models import ChatModel
@@ -49,7 +50,8 @@ class Service:
     def open(self) -> None:
         store = MemoryStore.open(
             self.config.location,
-            embedder=embed.load(self.config.embedder),
+            # Requests embed one short text each: merged into shared passes under load.
+            embedder=BatchingEmbedder(embed.load(self.config.embedder)),
             blob_dir=self.config.blob_dir,
             max_image_pixels=self.config.max_image_pixels,
         )
