@@ -23,6 +23,7 @@ from personavlm.errors import ConfigError, MissingDependencyError, ProtocolError
 from personavlm.models import HFChatModel, Message, load, preflight, public_spec
 from personavlm.models import bundled as bundled_module
 from personavlm.models.grammar import _bounded
+from personavlm.models.schema_budget import CHARS_PER_TOKEN, MIN_STRING, fit_to_budget
 
 jsonschema = pytest.importorskip("jsonschema")
 pytest.importorskip("llguidance")
@@ -104,12 +105,66 @@ def test_every_constrained_reply_of_a_random_model_validates(
         try:
             text = ask(vl_model, schema, max_tokens=160, temperature=1.0)
         except ProtocolError as exc:  # only ever the cut at max_tokens
+            # The budget bounds count 3 characters a token; this random model writes about
+            # one (single CJK and symbol tokens), so it can still run out (schema_budget.py).
             assert "cut at max_tokens=160" in str(exc)
             outcomes.append("cut")
             continue
         jsonschema.validate(json.loads(text), schema)
         outcomes.append("valid")
     assert len(outcomes) == 4
+
+
+def _longest(schema: dict[str, Any]) -> Any:
+    """The longest value the schema allows, as constrained decoding could write it."""
+    kinds = schema.get("type")
+    kinds = set(kinds) if isinstance(kinds, list) else {kinds}
+    if "enum" in schema:
+        return max(schema["enum"], key=lambda v: len(json.dumps(v)))
+    if "object" in kinds:
+        return {name: _longest(sub) for name, sub in schema["properties"].items()}
+    if "array" in kinds:
+        return [_longest(schema["items"])] * schema["maxItems"]
+    if "string" in kinds:
+        return "x" * schema["maxLength"]
+    if "integer" in kinds:
+        return max(schema["minimum"], schema["maximum"], key=lambda bound: len(str(bound)))
+    return False
+
+
+@pytest.mark.parametrize("max_tokens", [192, 256, 1024, 4096])
+@pytest.mark.parametrize("name", sorted(AGENT_SCHEMAS))
+def test_a_fitted_schemas_longest_reply_fits_the_budget(name: str, max_tokens: int) -> None:
+    fitted = fit_to_budget(_bounded(AGENT_SCHEMAS[name]), max_tokens)
+    longest = json.dumps(_longest(fitted), separators=(", ", ": "))
+    assert len(longest) <= CHARS_PER_TOKEN * max_tokens
+    jsonschema.validate(json.loads(longest), AGENT_SCHEMAS[name])  # stricter, never other
+    if max_tokens >= 1024:  # a real budget leaves the long fields room to say something
+        strings = [m for m in _max_lengths(fitted) if m >= MIN_STRING]
+        assert strings, fitted
+
+
+def _max_lengths(schema: Any) -> list[int]:
+    if not isinstance(schema, dict):
+        return []
+    own = [schema["maxLength"]] if "maxLength" in schema else []
+    subs = [*schema.get("properties", {}).values(), schema.get("items")]
+    return own + [n for sub in subs for n in _max_lengths(sub)]
+
+
+def test_bounds_a_schema_already_has_are_kept() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "tags": {"type": "array", "maxItems": 2, "items": {"type": "string", "maxLength": 5}},
+            "text": {"type": "string"},
+        },
+    }
+    fitted = fit_to_budget(schema, 100)
+    assert fitted["properties"]["tags"]["maxItems"] == 2
+    assert fitted["properties"]["tags"]["items"]["maxLength"] == 5
+    assert 200 < fitted["properties"]["text"]["maxLength"] < 300
+    assert "maxLength" not in schema["properties"]["text"]  # the caller's schema is untouched
 
 
 def test_integers_without_bounds_get_jsons_safe_range_only_in_the_grammar() -> None:

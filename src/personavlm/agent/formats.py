@@ -103,14 +103,21 @@ def _nullable(kind: str) -> dict[str, Any]:
     return {"type": [kind, "null"]}
 
 
-_STRINGS = {"type": "array", "items": {"type": "string"}}
+# Bounds on the short fields say what they are (a keyword, a profile key): constrained
+# decoding then spends a reply's budget on the long ones (models/schema_budget.py).
+KEYWORD_CHARS = 48
+KEY_CHARS = 64
+_STRINGS = {"type": "array", "items": {"type": "string", "maxLength": KEYWORD_CHARS}}
 _KEY_OPS = {
     "type": "array",
     "items": {
         "type": "object",
         "additionalProperties": False,
         "required": ["key", "value"],
-        "properties": {"key": {"type": "string"}, "value": _nullable("string")},
+        "properties": {
+            "key": {"type": "string", "maxLength": KEY_CHARS},
+            "value": _nullable("string"),
+        },
     },
 }
 
@@ -157,7 +164,11 @@ EPISODIC_SCHEMA: dict[str, Any] = {
                 "properties": {
                     "summary": {"type": "string"},
                     "keywords": _STRINGS,
-                    "turns": {"type": "array", "items": {"type": "integer"}},
+                    # exchange numbers of one session (an hour of chat: far below 10,000)
+                    "turns": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 0, "maximum": 9999},
+                    },
                 },
             },
         }

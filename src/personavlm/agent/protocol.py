@@ -71,9 +71,11 @@ STEP_SCHEMA: dict[str, Any] = {
         "think": {"type": "string"},
         "action": {"type": "string", "enum": ["answer", "retrieve"]},
         "answer": {"type": ["string", "null"]},
-        "keywords": {"type": ["string", "null"]},
-        "start_time": {"type": ["string", "null"]},
-        "end_time": {"type": ["string", "null"]},
+        # Short fields bounded by what they hold ("2024-03-04 10:00 (Wednesday)" is 28), so
+        # constrained decoding spends the reply's budget on think and answer.
+        "keywords": {"type": ["string", "null"], "maxLength": 200},
+        "start_time": {"type": ["string", "null"], "maxLength": 32},
+        "end_time": {"type": ["string", "null"], "maxLength": 32},
     },
 }
 

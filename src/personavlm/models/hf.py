@@ -75,6 +75,7 @@ from personavlm.models.qwen_vision import (
     decode_image,
     preprocess_image,
 )
+from personavlm.models.schema_budget import fit_to_budget
 
 if TYPE_CHECKING:
     import torch
@@ -239,7 +240,12 @@ class HFChatModel:
         started = time.perf_counter()
         encoded = self.encode(messages)
         with self._lock:
-            constraint = None if schema is None else self._json_grammar().constraint(schema)
+            constraint = (
+                None
+                if schema is None
+                # bounded so the reply closes itself within max_tokens (schema_budget.py)
+                else self._json_grammar().constraint(fit_to_budget(schema, max_tokens))
+            )
             generated = self._run(encoded, max_tokens, temperature, constraint)
         latency_s = time.perf_counter() - started
         stopped = bool(generated) and generated[-1] in self._stop_ids
