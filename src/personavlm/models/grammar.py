@@ -12,9 +12,11 @@ pulls triton and apache-tvm-ffi), grammars built in about a millisecond from the
 Schema feature the agent's schemas use (integer minimum/maximum included), and a mask in
 tens of microseconds per token on CPU.
 
-What the grammar cannot promise: completion within `max_tokens`. A reply cut there is
-incomplete JSON; `JsonConstraint.finish` turns that into a ProtocolError (a
-ModelResponseError: the model's fault) saying so, never a silently truncated reply.
+Completion within `max_tokens` comes from the schema, not the grammar: the backend hands in
+a copy bounded to the budget (schema_budget.py). Where that still runs out (a model writing
+one character a token), the reply is incomplete JSON; `JsonConstraint.finish` turns that
+into a ProtocolError (a ModelResponseError: the model's fault) saying so, never a silently
+truncated reply.
 
 llguidance is imported when the first constraint is built (the `local` extra carries it);
 a missing one is a MissingDependencyError with the pip command.
