@@ -456,3 +456,38 @@ def _wait_until(condition: Any, *, timeout_s: float = PATIENCE_S) -> None:
 
 def test_model_errors_carry_the_kept_turn() -> None:
     assert ModelError("x").kept_turn_id is None
+
+
+def test_retry_after_grows_with_the_turns_running_before_any_has_finished() -> None:
+    import asyncio
+
+    from personavlm.server.chat_runner import ChatRunner
+    from personavlm.server.errors import ApiError
+
+    runner = ChatRunner(max_inflight=1, model_timeout_s=120)
+    release = threading.Event()
+    started = threading.Event()
+
+    async def one_turn() -> None:
+        await runner.run(lambda: (started.set(), release.wait(PATIENCE_S)))
+
+    thread = threading.Thread(target=lambda: asyncio.run(one_turn()), daemon=True)
+    thread.start()
+    try:
+        assert started.wait(PATIENCE_S)
+        with pytest.raises(ApiError) as early:
+            runner.refuse_if_full()
+        assert early.value.headers["Retry-After"] in ("1", "2")  # nothing known yet
+        with runner._lock:  # the running turn started 40 s ago (a 30 s model, say)
+            (number,) = runner._running_since
+            runner._running_since[number] -= 40
+        waits = set()
+        for _ in range(20):
+            with pytest.raises(ApiError) as late:
+                runner.refuse_if_full()
+            waits.add(int(late.value.headers["Retry-After"]))
+        assert min(waits) >= 20 and max(waits) <= 60 and len(waits) > 1  # spread, not lock-step
+    finally:
+        release.set()
+        thread.join(PATIENCE_S)
+        runner.close()

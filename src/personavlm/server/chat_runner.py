@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import random
 import threading
 import time
@@ -52,14 +53,16 @@ class ChatRunner:
         self._lock = threading.Lock()
         self._inflight = 0
         self._typical_turn_s = 1.0  # moving average of a turn's time, for Retry-After
+        # monotonic start of each turn running now, by a number of its own
+        self._running_since: dict[int, float] = {}
+        self._turn_numbers = itertools.count()
 
     def refuse_if_full(self) -> None:
         """ApiError 429 at once when every slot is taken: called before the request's body
         is read into a turn, so a refusal costs next to nothing (`run` checks again)."""
         with self._lock:
-            full = self._inflight >= self.max_inflight
-        if full:
-            self._refuse()
+            if self._inflight >= self.max_inflight:
+                self._refuse()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -105,12 +108,20 @@ class ChatRunner:
 
     def _retry_after(self) -> int:
         # About how long a turn takes now, spread at random: a fixed 1 s made hundreds of
-        # waiting clients come back in lock-step and crowd out every other route.
-        typical = max(1.0, self._typical_turn_s)
+        # waiting clients come back in lock-step and crowd out every other route. A turn
+        # still running for s seconds shows turns take at least s: before any has finished
+        # (the average still at its 1 s prior) the refused would otherwise come back every
+        # second for a whole slow-model call (a third of the slow-model run's refusals).
+        now = time.monotonic()
+        running = max((now - since for since in self._running_since.values()), default=0.0)
+        typical = max(1.0, self._typical_turn_s, running)
         return max(1, round(typical * random.uniform(0.5, 1.5)))
 
     def _call(self, budget: deadline.Budget, work: Callable[[], T]) -> T:
         started = time.monotonic()
+        with self._lock:
+            number = next(self._turn_numbers)
+            self._running_since[number] = started
         try:
             with deadline.active(budget):
                 return work()
@@ -118,6 +129,7 @@ class ChatRunner:
             took = time.monotonic() - started
             with self._lock:  # the slot is free when the thread is, not when the client is
                 self._inflight -= 1
+                del self._running_since[number]
                 self._typical_turn_s = 0.8 * self._typical_turn_s + 0.2 * took
 
     async def _until_done_or_gone(
