@@ -63,6 +63,7 @@ from personavlm.errors import (
     ConfigError,
     MissingDependencyError,
     ModelResponseError,
+    ProtocolError,
     ValidationError,
 )
 from personavlm.models import deadline
@@ -76,6 +77,10 @@ from personavlm.models.qwen_vision import (
     preprocess_image,
 )
 from personavlm.models.schema_budget import fit_to_budget
+
+# Shares of max_tokens a constrained reply's schema is bounded to, one try each: the whole,
+# then half for a reply the whole was not enough for (see HFChatModel._generate_json).
+BUDGET_SHARES = (1.0, 0.5)
 
 if TYPE_CHECKING:
     import torch
@@ -239,31 +244,58 @@ class HFChatModel:
             max_tokens = min(max_tokens, self._max_tokens_cap)
         started = time.perf_counter()
         encoded = self.encode(messages)
-        with self._lock:
-            constraint = (
-                None
-                if schema is None
-                # bounded so the reply closes itself within max_tokens (schema_budget.py)
-                else self._json_grammar().constraint(fit_to_budget(schema, max_tokens))
-            )
-            generated = self._run(encoded, max_tokens, temperature, constraint)
-        latency_s = time.perf_counter() - started
-        stopped = bool(generated) and generated[-1] in self._stop_ids
-        finish = "stop" if stopped or len(generated) < max_tokens else "length"
-        content = generated[:-1] if stopped else generated
-        text = str(self._tokenizer.decode(content, skip_special_tokens=True))
         if schema is not None:
-            assert constraint is not None
-            why = (
-                f"the cap of {self._spec}, which repeats itself rather than stop" if capped else ""
-            )
-            constraint.finish(generated, stopped, max_tokens, text, why=why)
-            text = check_json_reply(text, schema, finish_reason=finish, max_tokens=max_tokens)
+            return self._generate_json(encoded, schema, max_tokens, temperature, capped, started)
+        with self._lock:
+            generated = self._run(encoded, max_tokens, temperature, None)
+        stopped = bool(generated) and generated[-1] in self._stop_ids
+        content = generated[:-1] if stopped else generated
         return Reply(
-            text=text,
+            text=str(self._tokenizer.decode(content, skip_special_tokens=True)),
             usage=Usage(len(encoded.input_ids), len(generated)),
             model=self._reply_model,
-            latency_s=latency_s,
+            latency_s=time.perf_counter() - started,
+            finish_reason="stop" if stopped or len(generated) < max_tokens else "length",
+        )
+
+    def _generate_json(
+        self,
+        encoded: EncodedPrompt,
+        schema: Mapping[str, Any],
+        max_tokens: int,
+        temperature: float,
+        capped: bool,
+        started: float,
+    ) -> Reply:
+        """A constrained reply, its schema bounded to close within max_tokens
+        (schema_budget.py). A reply still cut there (a model looping on one- or two-character
+        tokens, "00:00:00:...") is written once more under bounds for half the budget; the
+        second cut is the model's ProtocolError. Usage counts the tokens of both."""
+        spent = 0
+        for share in BUDGET_SHARES:
+            budget = deadline.current()
+            if budget is not None:  # a second try only while the request has time left
+                budget.check()
+            with self._lock:
+                fitted = fit_to_budget(schema, max(1, int(max_tokens * share)))
+                constraint = self._json_grammar().constraint(fitted)
+                generated = self._run(encoded, max_tokens, temperature, constraint)
+            spent += len(generated)
+            stopped = bool(generated) and generated[-1] in self._stop_ids
+            content = generated[:-1] if stopped else generated
+            text = str(self._tokenizer.decode(content, skip_special_tokens=True))
+            try:
+                constraint.finish(generated, stopped, max_tokens, text, why=_cap_note(self, capped))
+                break
+            except ProtocolError:  # cut before the JSON closed
+                if share == BUDGET_SHARES[-1]:
+                    raise
+        finish = "stop" if stopped or len(generated) < max_tokens else "length"
+        return Reply(
+            text=check_json_reply(text, schema, finish_reason=finish, max_tokens=max_tokens),
+            usage=Usage(len(encoded.input_ids), spent),
+            model=self._reply_model,
+            latency_s=time.perf_counter() - started,
             finish_reason=finish,
         )
 
@@ -563,6 +595,11 @@ class _Source:
         if self.gguf_file is not None:
             options["gguf_file"] = self.gguf_file
         return options
+
+
+def _cap_note(model: HFChatModel, capped: bool) -> str:
+    """Where max_tokens came from, for a cut reply's error, when not from the caller."""
+    return f"the cap of {model.name}, which repeats itself rather than stop" if capped else ""
 
 
 def _checkpoint_source(path: str | Path) -> _Source:
