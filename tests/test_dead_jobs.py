@@ -63,6 +63,21 @@ def test_a_job_failing_too_often_is_dead_and_the_queue_moves_on(
         assert len([k for k, _ in script.seen if k == "update"]) == calls
 
 
+def test_a_failed_jobs_report_keeps_the_calls_it_made(
+    store: MemoryStore, script: AgentScript, model: OpenAIChatModel
+) -> None:
+    script.update = poisoned
+    with Assistant(store, model, AgentConfig(update="queue", max_attempts=3)) as assistant:
+        talk(assistant, "ann", 2)
+        reports = assistant.run_pending(ignore_backoff=True)
+    applied, failed = reports  # the turn before the poison, then the poison
+    assert (applied.status, failed.status) == ("applied", "failed")
+    # the reply and its one retry, both unreadable, each with its error and token counts
+    assert [c.purpose for c in failed.calls] == ["update", "update retry"]
+    assert all(c.error and c.completion_tokens > 0 for c in failed.calls)
+    assert failed.changes == [] and failed.error and "broke the protocol" in failed.error
+
+
 def test_a_dead_job_retried_after_the_model_is_fixed_applies(
     store: MemoryStore, script: AgentScript, model: OpenAIChatModel
 ) -> None:

@@ -114,10 +114,13 @@ class UpdatePhase:
         self.max_session_ops = max_session_ops
         self.max_memory_chars = max_memory_chars
 
-    def run(self, job: QueuedJob) -> UpdateReport:
+    def run(self, job: QueuedJob, report: UpdateReport | None = None) -> UpdateReport:
         """Do one claimed job and finish it; model and store errors propagate (the caller
-        records the failure on the job, which stays queued)."""
-        report = UpdateReport(job.id, job.user_id, job.kind, "applied")
+        records the failure on the job, which stays queued). The calls made and repairs
+        done are recorded in `report` as they happen, so a caller that passes one still
+        has them when the job fails."""
+        if report is None:
+            report = UpdateReport(job.id, job.user_id, job.kind, "applied")
         typed = decode(job)
         with collecting_repairs() as report.repairs:
             if isinstance(typed, TurnJob):

@@ -138,8 +138,10 @@ class Worker:
         if job is None:
             return None
         replies: tuple[str, ...] = ()
+        # Filled as the job runs: a failed job's report keeps the calls it made.
+        report = UpdateReport(job.id, job.user_id, job.kind, "applied")
         try:
-            return self.phase.run(job)
+            return self.phase.run(job, report)
         except PersonaVLMError as exc:
             error = f"{type(exc).__name__}: {exc}"
             replies = exc.replies if isinstance(exc, ProtocolError) else ()
@@ -147,17 +149,21 @@ class Worker:
         except Exception as exc:  # a bug must not lose the job either: record it, retry later
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
             strike = True
-        return self._failed(job, error, replies, strike=strike)
+        report.changes, report.personality, report.reading = [], None, None  # none applied
+        report.error = error
+        return self._failed(job, report, replies, strike=strike)
 
     def _failed(
-        self, job: QueuedJob, error: str, replies: tuple[str, ...], *, strike: bool
+        self, job: QueuedJob, report: UpdateReport, replies: tuple[str, ...], *, strike: bool
     ) -> UpdateReport:
+        error = report.error or ""
         try:
             dead = self.store.fail_job(
                 job, error, replies=replies, max_attempts=self.max_attempts, strike=strike
             )
         except NotFoundError:  # the user was deleted meanwhile: the job went with them
-            return UpdateReport(job.id, job.user_id, job.kind, "dropped", error=error)
+            report.status = "dropped"
+            return report
         log.warning(
             "update job %d (%s) of user %r failed (attempt %d, %s): %s",
             job.id, job.kind, job.user_id, job.attempts,
@@ -166,9 +172,7 @@ class Worker:
             else "an outage: no strike, retried after a backoff",
             error.splitlines()[0],
         )  # fmt: skip
-        report = UpdateReport(
-            job.id, job.user_id, job.kind, "dead" if dead else "failed", error=error
-        )
+        report.status = "dead" if dead else "failed"
         if self.on_failure is not None:
             self.on_failure(report)
         return report
