@@ -34,7 +34,13 @@ from personavlm.agent.exchange import (
     record_unanswered,
 )
 from personavlm.agent.protocol import Protocol
-from personavlm.agent.respond import run_response
+from personavlm.agent.respond import SearchFn, run_response
+from personavlm.agent.retrieval import (
+    ReferenceQuery,
+    RetrievalMode,
+    check_retrieval,
+    reference_hits,
+)
 from personavlm.agent.trace import Trace, UpdateReport
 from personavlm.agent.update import (
     MAX_MEMORY_CHARS,
@@ -50,7 +56,7 @@ from personavlm.memory.store import MemoryStore
 from personavlm.memory.turnlog import SESSION_GAP, TurnInput
 from personavlm.memory.validate import check_text, check_user_id
 from personavlm.models.base import ChatModel, Message
-from personavlm.personality import PersonalityState
+from personavlm.personality import PersonalityState, SkipRule, check_skip_rule
 from personavlm.timeutil import TimeWindow, local_now, parse_time, to_storage
 
 __all__ = ["AgentConfig", "Assistant", "Response"]
@@ -79,6 +85,12 @@ class AgentConfig:
     max_memory_chars: int = MAX_MEMORY_CHARS
     # Attempts before an update job is dead-lettered (agent/worker.py).
     max_attempts: int = 3
+    # The paper's ablations and the reference's behaviours (docs/evaluation.md). pem=False:
+    # readings are never absorbed and the prompt shows the neutral start; skip_rule: which
+    # neutral readings PEM skips (personality/pem.py); retrieval: agent/retrieval.py.
+    pem: bool = True
+    skip_rule: SkipRule | str = SkipRule.PAPER
+    retrieval: RetrievalMode | str = RetrievalMode.OURS
 
     def __post_init__(self) -> None:
         if str(self.protocol) not in Protocol._value2member_map_:
@@ -94,6 +106,18 @@ class AgentConfig:
             )
         if self.max_tokens < 1:
             raise ValidationError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if not isinstance(self.pem, bool):
+            raise ValidationError(f"pem must be true or false, got {self.pem!r}")
+        object.__setattr__(self, "skip_rule", check_skip_rule(self.skip_rule))
+        object.__setattr__(self, "retrieval", check_retrieval(str(self.retrieval)))
+
+    def ablations(self) -> dict[str, object]:
+        """The switches a run's report records."""
+        return {
+            "pem": self.pem,
+            "skip_rule": str(self.skip_rule),
+            "retrieval": str(self.retrieval),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +162,8 @@ class Assistant:
             max_turn_ops=self.config.max_turn_ops,
             max_session_ops=self.config.max_session_ops,
             max_memory_chars=self.config.max_memory_chars,
+            pem=self.config.pem,
+            skip_rule=SkipRule(str(self.config.skip_rule)),
         )
         self.worker = Worker(store, phase, max_attempts=self.config.max_attempts)
         self._user_locks: weakref.WeakValueDictionary[str, _UserLock] = (
@@ -313,7 +339,7 @@ class Assistant:
         answer = run_response(
             self.model,
             messages,
-            lambda words, window, seen: self._search(user_id, words, window, seen),
+            self._searcher(user_id, text, when),
             protocol=protocol,
             max_retrievals=self.config.max_retrievals,
             settings=self.settings,
@@ -360,7 +386,8 @@ class Assistant:
     ) -> Message:
         known = self.store.has_user(user_id)
         core = self.store.list(user_id, types=["core"], limit=1000) if known else []
-        personality = self.store.personality(user_id) if known else PersonalityState.initial()
+        tracked = known and self.config.pem  # without PEM the prompt shows the neutral start
+        personality = self.store.personality(user_id) if tracked else PersonalityState.initial()
         recent = self.store.turns(user_id, start=when - SESSION_GAP, end=when) if known else []
         ids = list(dict.fromkeys(i for t in recent for i in t.image_ids))
         recent_images = {ref.id: ref for ref in self.store.images(ids)}
@@ -374,6 +401,21 @@ class Assistant:
             time=when,
             blobs=self.store.blobs,
         )
+
+    def _searcher(self, user_id: str, text: str, when: datetime) -> SearchFn:
+        mode = RetrievalMode(str(self.config.retrieval))
+        if mode is RetrievalMode.NONE:
+            return lambda _words, _window, _seen: []
+        if mode is RetrievalMode.OURS:
+            return lambda words, window, seen: self._search(user_id, words, window, seen)
+        query = ReferenceQuery(user_id, text, when, self.config.k)
+
+        def search(words: str, window: TimeWindow, seen: frozenset[int]) -> list[Hit]:
+            if not self.store.has_user(user_id):
+                return []  # a first message: there is no memory to search yet
+            return reference_hits(self.store, query, words, window, seen)
+
+        return search
 
     def _search(
         self,

@@ -23,7 +23,7 @@ from personavlm.memory.queue import JobRecord, QueuedJob, QueueRepo
 from personavlm.memory.records import Memory
 from personavlm.memory.store import MemoryStore
 from personavlm.memory.writes import MemoryOp
-from personavlm.personality import Reading
+from personavlm.personality import Reading, SkipRule
 
 __all__ = [
     "PAYLOAD_VERSION",
@@ -124,6 +124,8 @@ def finish(
     job: QueuedJob,
     ops: Sequence[MemoryOp],
     reading: TurnReading | None = None,
+    *,
+    skip_rule: SkipRule | None = None,
 ) -> list[Memory]:
     """What a finished job writes, in one unit of work: its memory operations (one audit
     event each, actor `agent`), the turn's personality reading (absorbed once per turn), and
@@ -133,6 +135,8 @@ def finish(
         tx.users.require(job.user_id)  # a user deleted meanwhile is not brought back
         applied = tx.memories.apply(job.user_id, prepared, "agent")
         if reading is not None and not tx.personality.has_reading_for(job.user_id, reading.turn_id):
-            tx.personality.record(job.user_id, reading.reading, reading.turn_id, reading.time, None)
+            tx.personality.record(
+                job.user_id, reading.reading, reading.turn_id, reading.time, skip_rule
+            )
         tx.queue.finish(job.id)
     return applied

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from personavlm.agent.calls import CallSettings, call_parsed
 from personavlm.agent.context import retrieval_message
@@ -26,6 +26,7 @@ from personavlm.agent.protocol import (
     resolve_window,
     unescape,
 )
+from personavlm.agent.retrieval import with_turns
 from personavlm.agent.trace import (
     AnswerStep,
     FailureStep,
@@ -37,7 +38,7 @@ from personavlm.agent.trace import (
 )
 from personavlm.errors import ProtocolError
 from personavlm.media.blobs import BlobStore
-from personavlm.memory.records import Hit
+from personavlm.memory.records import Hit, MemoryType
 from personavlm.models.base import ChatModel, Message
 from personavlm.timeutil import TimeWindow, to_storage_or_none
 
@@ -75,7 +76,7 @@ def run_response(
     """Run the protocol loop from `messages` (system + context); returns the answer.
     Retrieved pictures are read from `blobs`."""
     loop = _Loop(model, protocol, max_retrievals, settings, search, blobs)
-    seen: set[int] = set()
+    seen = _Seen()
     told_to_answer = False
     while True:
         step = _next_step(loop, messages, trace)
@@ -119,10 +120,10 @@ def _next_step(loop: _Loop, messages: Sequence[Message], trace: Trace) -> tuple[
         return None
 
 
-def _retrieve(loop: _Loop, action: RetrieveAction, seen: set[int], trace: Trace) -> Message:
-    window = resolve_window(action.start_time, action.end_time)
-    hits = loop.search(action.keywords, window.window, frozenset(seen))
-    seen.update(hit.memory.id for hit in hits)
+def _retrieve(loop: _Loop, action: RetrieveAction, seen: _Seen, trace: Trace) -> Message:
+    window = resolve_window(_bound(action.start_time), _bound(action.end_time))
+    hits = seen.unseen_turns(loop.search(action.keywords, window.window, frozenset(seen.memories)))
+    seen.note(hits)
     trace.steps.append(
         RetrieveStep(
             keywords=action.keywords,
@@ -133,6 +134,42 @@ def _retrieve(loop: _Loop, action: RetrieveAction, seen: set[int], trace: Trace)
         )
     )
     return retrieval_message(hits, window.notes, loop.max_retrievals - trace.retrievals, loop.blobs)
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What this answer has shown: memories (not searched again) and episodic turns (a turn
+    shown through one memory is not shown again through another, in a later round)."""
+
+    memories: set[int] = field(default_factory=set)
+    turns: set[int] = field(default_factory=set)
+
+    def unseen_turns(self, hits: Sequence[Hit]) -> list[Hit]:
+        kept = []
+        for hit in hits:
+            if hit.memory.type is not MemoryType.EPISODIC or not hit.turns:
+                kept.append(hit)
+                continue
+            turns = tuple(t for t in hit.turns if t.id not in self.turns)
+            if len(turns) == len(hit.turns):
+                kept.append(hit)
+            elif turns:
+                kept.append(with_turns(hit, turns))
+        return kept
+
+    def note(self, hits: Sequence[Hit]) -> None:
+        self.memories.update(hit.memory.id for hit in hits)
+        self.turns.update(
+            t.id for hit in hits if hit.memory.type is MemoryType.EPISODIC for t in hit.turns
+        )
+
+
+def _bound(value: str | None) -> str | None:
+    """A time bound the model wrote as the word null (quoted or not, as the reference prompt
+    asks) is no bound, not an unreadable time."""
+    if value is None or value.strip().strip("\"'").strip().lower() in ("", "null", "none"):
+        return None
+    return value
 
 
 def _give_up(trace: Trace, error: str, reply: str) -> str:

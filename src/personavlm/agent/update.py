@@ -55,7 +55,7 @@ from personavlm.memory.store import MemoryStore
 from personavlm.memory.validate import MAX_TEXT_CHARS
 from personavlm.memory.writes import AddOp, InvalidateOp, MemoryOp, UpdateOp
 from personavlm.models.base import ChatModel, Message
-from personavlm.personality import Reading
+from personavlm.personality import Reading, SkipRule
 from personavlm.timeutil import display_time
 
 __all__ = ["UpdatePhase"]
@@ -98,6 +98,8 @@ class UpdatePhase:
         max_turn_ops: int = MAX_TURN_OPS,
         max_session_ops: int = MAX_SESSION_OPS,
         max_memory_chars: int = MAX_MEMORY_CHARS,
+        pem: bool = True,
+        skip_rule: SkipRule = SkipRule.PAPER,
     ) -> None:
         for name, value in (
             ("max_turn_ops", max_turn_ops),
@@ -113,6 +115,10 @@ class UpdatePhase:
         self.max_turn_ops = max_turn_ops
         self.max_session_ops = max_session_ops
         self.max_memory_chars = max_memory_chars
+        # pem=False is the paper's ablation: readings are still asked for (and reported) but
+        # never absorbed, so the personality stays at its neutral start.
+        self.pem = pem
+        self.skip_rule = skip_rule
 
     def run(self, job: QueuedJob, report: UpdateReport | None = None) -> UpdateReport:
         """Do one claimed job and finish it; model and store errors propagate (the caller
@@ -141,8 +147,8 @@ class UpdatePhase:
         else:
             reading, proposals = self._turn_tags(job.user_id, user_turn, answer, candidates, report)
         plan = self._plan_semantic(job.user_id, proposals, candidates, user_turn)
-        turn_reading = TurnReading(reading, user_turn.id, user_turn.time)
-        applied = finish(self.store, job, plan.ops, turn_reading)
+        turn_reading = TurnReading(reading, user_turn.id, user_turn.time) if self.pem else None
+        applied = finish(self.store, job, plan.ops, turn_reading, skip_rule=self.skip_rule)
         report.changes = _with_ids(plan.changes, applied)
         report.reading = reading.to_dict()
         report.personality = self.store.personality(job.user_id).traits.to_dict()

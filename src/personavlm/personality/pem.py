@@ -46,6 +46,7 @@ __all__ = [
     "ShiftRule",
     "SkipRule",
     "Traits",
+    "check_skip_rule",
     "paper_lambda",
     "parse_reading",
     "render",
@@ -254,7 +255,8 @@ def _lambda_for(schedule: Schedule, m: int) -> float:
     return float(value)
 
 
-def _check_skip_rule(skip_rule: object) -> SkipRule:
+def check_skip_rule(skip_rule: object) -> SkipRule:
+    """The skip rule a setting names (a SkipRule is a str); ValidationError otherwise."""
     if isinstance(skip_rule, str) and skip_rule in {rule.value for rule in SkipRule}:
         return SkipRule(skip_rule)
     choices = ", ".join(repr(rule.value) for rule in SkipRule)
@@ -307,7 +309,7 @@ def update(
     advances only if some trait changed.
     """
     _check_inputs(state, reading)
-    absorb = _absorbed(reading, _check_skip_rule(skip_rule))
+    absorb = _absorbed(reading, check_skip_rule(skip_rule))
     if absorb is None:
         return state
     lam = _lambda_for(schedule, state.step)
@@ -407,7 +409,7 @@ def shift_aware_update(
     seen = ShiftEvidence() if evidence is None else evidence
     if not isinstance(seen, ShiftEvidence):
         raise ValidationError(f"evidence must be a ShiftEvidence; got {type(evidence).__name__}")
-    absorb = _absorbed(reading, _check_skip_rule(skip_rule))
+    absorb = _absorbed(reading, check_skip_rule(skip_rule))
     if absorb is None:
         return state, seen  # an all-3 reading is no evidence either
     seen = seen.observe(state.traits, reading, shift_rule.margin)
