@@ -64,19 +64,31 @@ def _item(**changes: object) -> Item:
 
 
 def test_prompt_lists_options_as_the_reference_harness_does() -> None:
-    text = prompt_text(_item())
-    assert text.startswith("What do I drink now?\n\nOptions:\n(a). Sprite\n(b). Coca-Cola\n")
-    assert "letter" in text.splitlines()[-1]
+    # The reference layout line for line: query, Options:, "(x). text" lines, instruction.
+    assert prompt_text(_item()).splitlines() == [
+        "What do I drink now?",
+        "Options:",
+        "(a). Sprite",
+        "(b). Coca-Cola",
+        "(c). Coca-Cola Zero",
+        "(d). Water",
+        "Give your final answer: (a), (b), (c) or (d).",
+    ]
 
 
-def test_alignment_prompt_shows_the_reply_and_asks_yes_or_no() -> None:
+def test_alignment_prompt_quotes_the_reply_under_the_reference_labels() -> None:
     item = _item(
         choices={"a": "Yes", "b": "No"}, answer="a", kind="alignment", reply="Take it easy."
     )
-    text = prompt_text(item)
-    assert "Reply: Take it easy." in text
-    assert "(a). Yes\n(b). No" in text
-    assert "personality" in text
+    lines = prompt_text(item).splitlines()
+    assert lines[0] == "What do I drink now?"
+    reply_at = lines.index("Response to Evaluate:")
+    assert lines[reply_at + 1] == '"Take it easy."'
+    assert "personality" in lines[lines.index("Question:") + 1]
+    options = lines[lines.index("Options:") + 1 : lines.index("Options:") + 3]
+    assert [o[:4] for o in options] == ["(a) ", "(b) "]
+    assert options[0].startswith("(a) Yes") and options[1].startswith("(b) No")
+    assert "(a) or (b)" in lines[-1]
 
 
 def test_item_rejects_an_answer_outside_its_choices() -> None:

@@ -15,6 +15,9 @@ Asking at the item's time (instead of after the whole history, as the reference 
 does) means a question never sees memories from its future. For histories whose questions all
 come after the last turn the two are the same.
 
+Each user's profile (`UserPlan.profile`) is seeded as core memory before the first exchange
+(interop/replay.py `seed_profile`), by both ingestors: the reference agent starts from it.
+
 Two ingestors: `AgentIngest` records each exchange with the agent's update phase (the model
 extracts memories and reads the personality: PAPER.md's replay, for `--mode rag`);
 `RawIngest` appends the turns with turn-level episodic entries and calls no model (for
@@ -39,6 +42,7 @@ from typing import Any, Protocol
 from personavlm.agent import Assistant, UpdateReport
 from personavlm.bench.mcq import Item, reference_letter, robust_letter
 from personavlm.errors import StoreError, ValidationError
+from personavlm.interop.replay import seed_profile
 from personavlm.memory.store import MemoryStore
 from personavlm.memory.turnlog import SESSION_GAP, TurnInput
 
@@ -71,6 +75,9 @@ class UserPlan:
     user: str
     exchanges: tuple[HistoryExchange, ...]
     items: tuple[Item, ...]
+    # The user's starting profile as core memory (key, value), seeded before the first
+    # exchange (Persona-MME's `profile`, as the reference agent starts from it).
+    profile: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +104,8 @@ class Reader(Protocol):
 class Ingestor(Protocol):
     name: str
 
+    def seed(self, user: str, profile: Sequence[tuple[str, str]], time: datetime) -> None: ...
+
     def add(self, user: str, exchange: HistoryExchange) -> None: ...
 
     def settle(self, user: str, at: datetime) -> None: ...
@@ -112,6 +121,11 @@ class AgentIngest:
     def __init__(self, assistant: Assistant) -> None:
         self.assistant = assistant
         self._counts: Counter[str] = Counter()
+
+    def seed(self, user: str, profile: Sequence[tuple[str, str]], time: datetime) -> None:
+        self._counts["profile_keys_seeded"] += seed_profile(
+            self.assistant.store, user, profile, time=time
+        )
 
     def add(self, user: str, exchange: HistoryExchange) -> None:
         stored, reports = self.assistant.record(
@@ -147,6 +161,9 @@ class RawIngest:
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
         self._counts: Counter[str] = Counter()
+
+    def seed(self, user: str, profile: Sequence[tuple[str, str]], time: datetime) -> None:
+        self._counts["profile_keys_seeded"] += seed_profile(self.store, user, profile, time=time)
 
     def add(self, user: str, exchange: HistoryExchange) -> None:
         refs = [self.store.store_image(path) for path in exchange.images]
@@ -238,6 +255,7 @@ def run_plans(
         progress(len(plan.items) - len(pending))
         if not pending:
             continue
+        _seed(plan, ingestor)
         for item, exchanges in _schedule(plan):
             for exchange in exchanges:
                 ingestor.add(plan.user, exchange)
@@ -246,6 +264,13 @@ def run_plans(
             ingestor.settle(plan.user, item.time)
             log.append(_record(item, reader.answer(item), reader.name))
             progress(1)
+
+
+def _seed(plan: UserPlan, ingestor: Ingestor) -> None:
+    """The profile goes in before anything else, dated at the first exchange or question."""
+    times = [e.time for e in plan.exchanges] + [i.time for i in plan.items]
+    if plan.profile and times:
+        ingestor.seed(plan.user, plan.profile, min(times))
 
 
 def _schedule(plan: UserPlan) -> Iterator[tuple[Item, list[HistoryExchange]]]:

@@ -2,8 +2,9 @@
 
 One `Item` is one scored question: a Persona-MME multiple-choice question, one half of a
 Persona-MME personality-alignment pair (PAPER.md section 6: each pair is two yes/no items), or a
-PersonaMem question. `prompt_text(item)` words it like the reference harness (PAPER.md section
-8): the query, `Options:`, one `(a). text` line per choice, an instruction to give the letter.
+PersonaMem question. `prompt_text(item)` lays it out like the reference harness (PAPER.md section
+9), in our words: the query, `Options:`, one `(a). text` line per choice, an instruction to
+give the letter; an alignment item quotes the reply under `Response to Evaluate:`.
 
 Two answer readers, both reported:
 - `reference_letter`: the reference harness's rule, the character just before the first ")" of
@@ -35,10 +36,16 @@ __all__ = [
     "robust_letter",
 ]
 
-ALIGNMENT_QUESTION = (
-    "Does this reply fit my personality, judging by what you know about me? Answer yes or no."
+# The reference harness's layout (PAPER.md section 9), our sentences: a question is its query,
+# `Options:`, one `(x). text` line per choice and the instruction, line after line; an
+# alignment item is the query, a line saying what to judge, the reply under `Response to
+# Evaluate:` in quotes, the yes/no question under `Question:`, and `(a)` / `(b)` options.
+ALIGNMENT_INTRO = (
+    "Judge the reply below by the user's personality, as the conversation history shows it."
 )
-_INSTRUCTION = "Answer with the letter of the correct option, e.g. (a)."
+ALIGNMENT_QUESTION = "Does this reply suit and adapt to the user's personality?"
+ALIGNMENT_OPTIONS = {"a": "Yes, it suits the user.", "b": "No, it does not suit the user."}
+ALIGNMENT_INSTRUCTION = "Give only the letter of your final choice: (a) or (b)."
 
 ItemKind = Literal["choice", "alignment"]
 
@@ -100,14 +107,39 @@ def choice_letter(label: str, *, where: str) -> str:
 
 
 def prompt_text(item: Item) -> str:
-    """The question as the harness asks it (PAPER.md section 8)."""
-    lines = [item.query]
+    """The question as the reference harness lays it out (PAPER.md section 9)."""
     if item.kind == "alignment":
-        lines += ["", f"Reply: {item.reply}", "", ALIGNMENT_QUESTION]
-    lines += ["", "Options:"]
+        options = [
+            f"({letter}) {ALIGNMENT_OPTIONS.get(letter, text)}"
+            for letter, text in item.choices.items()
+        ]
+        return "\n".join(
+            [
+                item.query,
+                ALIGNMENT_INTRO,
+                "",
+                "Response to Evaluate:",
+                f'"{item.reply}"',
+                "",
+                "Question:",
+                ALIGNMENT_QUESTION,
+                "",
+                "Options:",
+                *options,
+                "",
+                ALIGNMENT_INSTRUCTION,
+            ]
+        )
+    lines = [item.query, "Options:"]
     lines += [f"({letter}). {text}" for letter, text in item.choices.items()]
-    lines += ["", _INSTRUCTION]
+    lines.append(f"Give your final answer: {_letters(item.choices)}.")
     return "\n".join(lines)
+
+
+def _letters(choices: Mapping[str, str]) -> str:
+    """ "(a), (b), (c) or (d)"."""
+    labels = [f"({letter})" for letter in choices]
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} or {labels[-1]}"
 
 
 def reference_letter(answer: str, letters: Mapping[str, str] | None = None) -> str | None:

@@ -1,21 +1,32 @@
 """Persona-MME data as harness plans: the questions file and the user histories it points at.
 
-Layout (the benchmark's, which `personavlm synth` also writes):
+Layout (the released benchmark's, which `personavlm synth` also writes):
 
-    DIR/questions.json                       a JSON list of question records
+    DIR/Persona-MME.json                     a JSON list of question records
     DIR/samples/<bucket>/<id>/user_data.json one history per user, its images beside it
 
-A question record (PAPER.md section 6):
+(An older synth folder holds `questions.json` instead; it is read when `Persona-MME.json` is
+absent.) A question record (PAPER.md section 6):
 
     {"id"?, "data_path", "type", "question_type", "time", "query",
      "choices": {"(a)": ..., "(b)": ...}, "answer": "(b)",
      "alignment"?: {"chosen": reply, "rejected": reply}, "evidence"?: ["s3t1", ...]}
 
-`data_path` is relative to DIR (an absolute path is used as is). A record with `alignment`
-becomes two yes/no items (chosen -> "(a) Yes", rejected -> "(b) No"), ids `<id>:chosen` and
-`<id>:rejected`. Records without an `id` are named by their position (`q00017`), so a rerun
-of the same file names them the same way. Every record is checked before anything runs; a bad
-one raises ValidationError naming its index and field.
+Read as the reference harness reads it (PAPER.md section 9):
+- `data_path` is found by its `samples/...` part under DIR (the released file writes
+  `./data/Persona-MME/samples/50/0/user_data.json`); a path without a `samples` folder is
+  relative to DIR, an absolute one is used as is.
+- `time` may end in ` (Weekday)`; the weekday is checked and dropped.
+- A record with `choices` and an `alignment` pair is three items: the question itself
+  (under its own task), then the pair's two yes/no items under the "Personality Alignment"
+  task of the "Alignment" aspect, asked with the question's query (chosen -> (a) yes,
+  rejected -> (b) no), ids `<id>:chosen` and `<id>:rejected`. A record with an `alignment`
+  pair and no `choices` (our older synth files) is the two yes/no items alone.
+- The history's `profile` is seeded into core memory before the replay.
+
+Records without an `id` are named by their position (`q00017`), so a rerun of the same file
+names them the same way. Every record is checked before anything runs; a bad one raises
+ValidationError naming its index and field.
 """
 
 from __future__ import annotations
@@ -30,12 +41,13 @@ from typing import Any
 from personavlm.bench.harness import HistoryExchange, UserPlan
 from personavlm.bench.mcq import Item, aspect_of, choice_letter
 from personavlm.errors import ValidationError
-from personavlm.interop.persona_mme import History, load_history
-from personavlm.timeutil import parse_time
+from personavlm.interop.persona_mme import History, load_history, parse_mme_time
+from personavlm.tasks import ALIGNMENT_TASK, TASK_ASPECT
 
-__all__ = ["QUESTIONS_FILE", "MmeData", "load_persona_mme"]
+__all__ = ["LEGACY_QUESTIONS_FILE", "QUESTIONS_FILE", "MmeData", "load_persona_mme"]
 
-QUESTIONS_FILE = "questions.json"
+QUESTIONS_FILE = "Persona-MME.json"  # the released benchmark's name
+LEGACY_QUESTIONS_FILE = "questions.json"  # what synth wrote before it used the released name
 _YES_NO = {"a": "Yes", "b": "No"}
 
 
@@ -50,7 +62,7 @@ def load_persona_mme(
     data_dir: Path, *, questions_file: Path | None = None, users: int | None = None
 ) -> MmeData:
     """Plans for every user the questions name (the first `users` of them, if given)."""
-    path = questions_file or data_dir / QUESTIONS_FILE
+    path = questions_file or _default_questions(data_dir)
     records = _read_records(path, data_dir)
     by_history: dict[Path, list[tuple[int, Mapping[str, Any]]]] = {}
     for index, record in enumerate(records):
@@ -64,8 +76,14 @@ def load_persona_mme(
         history = load_history(history_path)
         user = user_ids[history_path]
         items = [item for index, record in indexed for item in _items(record, index, user, path)]
-        plans.append(UserPlan(user, _exchanges(history), tuple(items)))
+        plans.append(UserPlan(user, _exchanges(history), tuple(items), history.profile_entries))
     return MmeData(tuple(plans), sum(len(v) for _, v in chosen), path)
+
+
+def _default_questions(data_dir: Path) -> Path:
+    released = data_dir / QUESTIONS_FILE
+    legacy = data_dir / LEGACY_QUESTIONS_FILE
+    return legacy if not released.exists() and legacy.exists() else released
 
 
 def _read_records(path: Path, data_dir: Path) -> list[Mapping[str, Any]]:
@@ -92,8 +110,13 @@ def _history_path(record: Mapping[str, Any], index: int, data_dir: Path, source:
     value = record.get("data_path")
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(f"{source}: [{index}].data_path: missing; it names the history file")
-    path = Path(value)
-    return path if path.is_absolute() else data_dir / path
+    path = Path(value.replace("\\", "/"))
+    if path.is_absolute():
+        return path
+    parts = path.parts
+    if "samples" in parts:  # the released form: ./data/Persona-MME/samples/<bucket>/<user>/...
+        return data_dir.joinpath(*parts[parts.index("samples") :])
+    return data_dir / path
 
 
 def _user_ids(paths: Sequence[Path], data_dir: Path) -> dict[Path, str]:
@@ -132,14 +155,36 @@ def _items(record: Mapping[str, Any], index: int, user: str, source: Path) -> li
     qid = str(record.get("id") or f"q{index:05d}")
     task = _text(record, "question_type", where)
     query = _text(record, "query", where)
-    time = parse_time(_text(record, "time", where), field=f"{where}.time")
-    aspect = aspect_of(task, record.get("type") if isinstance(record.get("type"), str) else None)
+    time = parse_mme_time(_text(record, "time", where), field=f"{where}.time")
+    kind = record.get("type")
+    aspect = aspect_of(task, kind if isinstance(kind, str) else None)
     evidence = tuple(str(e) for e in record.get("evidence") or ())
     alignment = record.get("alignment")
+    items: list[Item] = []
+    if record.get("choices") is not None or alignment is None:
+        choices = _choices(record.get("choices"), where)
+        answer = choice_letter(_text(record, "answer", where), where=f"{where}.answer")
+        if answer not in choices:
+            raise ValidationError(f"{where}.answer: {answer!r} is not one of the choices")
+        items.append(
+            Item(
+                id=qid,
+                user=user,
+                time=time,
+                query=query,
+                choices=choices,
+                answer=answer,
+                task=task,
+                aspect=aspect,
+                evidence=evidence,
+            )
+        )
+        # The pair rides on the question: scored apart, under the alignment task.
+        task, aspect = ALIGNMENT_TASK, TASK_ASPECT[ALIGNMENT_TASK]
     if alignment is not None:
         if not isinstance(alignment, Mapping):
             raise ValidationError(f"{where}.alignment: must be {{'chosen': ..., 'rejected': ...}}")
-        return [
+        items += [
             Item(
                 id=f"{qid}:{side}",
                 user=user,
@@ -155,23 +200,7 @@ def _items(record: Mapping[str, Any], index: int, user: str, source: Path) -> li
             )
             for side, answer in (("chosen", "a"), ("rejected", "b"))
         ]
-    choices = _choices(record.get("choices"), where)
-    answer = choice_letter(_text(record, "answer", where), where=f"{where}.answer")
-    if answer not in choices:
-        raise ValidationError(f"{where}.answer: {answer!r} is not one of the choices")
-    return [
-        Item(
-            id=qid,
-            user=user,
-            time=time,
-            query=query,
-            choices=choices,
-            answer=answer,
-            task=task,
-            aspect=aspect,
-            evidence=evidence,
-        )
-    ]
+    return items
 
 
 def _choices(value: object, where: str) -> dict[str, str]:

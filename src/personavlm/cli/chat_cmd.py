@@ -623,6 +623,7 @@ def ingest_persona_mme(
         "user_id": user,
         "added": tally.added,
         "skipped": tally.skipped,
+        "profile_keys": tally.profile_keys,
         "updates": {
             "applied": len(tally.with_status("applied")),
             "failed": len(failed),

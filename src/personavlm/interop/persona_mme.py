@@ -7,9 +7,18 @@ The benchmark's layout (PAPER.md section 6):
      "imgs": ["photo1.jpg", ...]}
 
 Every `<img>` in a user text consumes the next name of `imgs`, in order across the whole
-history (one turn may hold several markers). Image names are relative to an images directory:
-the history file's own directory unless the caller passes another one (`--images DIR` on the
-command line). Nothing is guessed: a missing image is an error naming the path it looked at.
+history (one turn may hold several markers). An `imgs` entry is found by its base name in an
+images directory, as the reference harness finds it (the released files hold paths of the
+authors' machine, e.g. `./data/.../3.png`): the history file's own directory unless the caller
+passes another one (`--images DIR` on the command line). Nothing else is guessed: a missing
+image is an error naming the path it looked at. Times may end in the weekday the released
+questions write after them (`2024-09-23 20:08 (Monday)`); it is checked against the date and
+dropped.
+
+The `profile` is the user's starting profile: `profile_entries` flattens it into core-memory
+`key: value` pairs the way the reference agent seeds its profile (a nested object's fields
+become keys of their own; lists are joined with ", "), and `seed_profile` (interop/replay.py)
+writes them before the first exchange.
 
 Usage:
 
@@ -34,10 +43,11 @@ picture fails the load, not the replay half-way.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from personavlm.errors import ValidationError
@@ -47,6 +57,7 @@ from personavlm.media.blobs import (
     sniff_mime,
     verify_picture,
 )
+from personavlm.memory.validate import MAX_ID_CHARS
 from personavlm.timeutil import parse_time
 
 __all__ = [
@@ -55,6 +66,8 @@ __all__ = [
     "HistoryTurn",
     "load_history",
     "parse_history",
+    "parse_mme_time",
+    "profile_entries",
 ]
 
 IMAGE_MARKER = "<img>"
@@ -89,6 +102,7 @@ class History:
     profile: dict[str, Any]
     sessions: tuple[tuple[HistoryTurn, ...], ...]
     source: Path
+    profile_entries: tuple[tuple[str, str], ...] = ()  # core memory seeded from `profile`
 
     def turns(self) -> Iterator[HistoryTurn]:
         """Every turn, in order across sessions."""
@@ -145,6 +159,7 @@ def parse_history(data: Mapping[str, Any], *, source: Path, image_dir: Path) -> 
             f"{source}: expected a JSON object with 'sessions', got a JSON {_json_type(data)}"
         )
     profile = _profile(data, source)
+    entries = profile_entries(profile, where=f"{source}: profile")
     names = _image_names(data, source)
     parsed = _parsed_sessions(data, source)
     _check_marker_count(parsed, names, source)
@@ -158,7 +173,7 @@ def parse_history(data: Mapping[str, Any], *, source: Path, image_dir: Path) -> 
     ]
     _check_image_files(names, shown_in, source, image_dir)
 
-    paths = [image_dir / name for name in names]
+    paths = [image_dir / base_name(name) for name in names]
     next_image = 0
     sessions = []
     for s, session in enumerate(parsed):
@@ -179,7 +194,9 @@ def parse_history(data: Mapping[str, Any], *, source: Path, image_dir: Path) -> 
                 )
             )
         sessions.append(tuple(turns))
-    return History(profile=profile, sessions=tuple(sessions), source=source)
+    return History(
+        profile=profile, sessions=tuple(sessions), source=source, profile_entries=entries
+    )
 
 
 # (time, user text as written, assistant text)
@@ -194,6 +211,69 @@ def _profile(data: Mapping[str, Any], source: Path) -> dict[str, Any]:
             f"{_json_type(profile)}; fix it or leave the key out"
         )
     return dict(profile)
+
+
+def base_name(entry: str) -> str:
+    """The file name of an `imgs` entry, whichever separator its path used."""
+    return PurePosixPath(entry.replace("\\", "/")).name
+
+
+_WEEKDAY_SUFFIX = re.compile(r"^(?P<time>.*?)\s*\((?P<day>[A-Za-z]+)\)\s*$")
+
+
+def parse_mme_time(text: str, *, field: str) -> datetime:
+    """A Persona-MME time: `YYYY-MM-DD HH:MM`, optionally followed by ` (Weekday)` as the
+    released questions write it. The weekday must be the date's: a wrong one means the time
+    was mistyped, and which of the two is right cannot be told."""
+    match = _WEEKDAY_SUFFIX.match(text)
+    if match is None:
+        return parse_time(text, field=field)
+    when = parse_time(match["time"], field=field)
+    day = match["day"].capitalize()
+    if day not in _WEEKDAYS:
+        raise ValidationError(f"{field}: {text!r} ends in ({match['day']}), which is no weekday")
+    if _WEEKDAYS[when.weekday()] != day:
+        raise ValidationError(
+            f"{field}: {text!r} says {day} but {when:%Y-%m-%d} is a {_WEEKDAYS[when.weekday()]}; "
+            "fix the date or the weekday"
+        )
+    return when
+
+
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def profile_entries(profile: Mapping[str, Any], *, where: str) -> tuple[tuple[str, str], ...]:
+    """Core-memory (key, value) pairs from a profile object, in its order: a nested object's
+    fields become keys of their own (the reference agent's flattening, one level), lists are
+    joined with ", ", deeper structures are written as JSON. Empty values say nothing and
+    are left out; a key too long to be a memory key is an error naming it."""
+    entries: dict[str, str] = {}
+    for key, value in profile.items():
+        fields = value.items() if isinstance(value, Mapping) else [(key, value)]
+        for name, item in fields:
+            text = _profile_value(item)
+            if not text:
+                continue
+            name = str(name).strip()
+            if not name or len(name) > MAX_ID_CHARS:
+                raise ValidationError(
+                    f"{where}.{key}: key {name[:40]!r} must be 1..{MAX_ID_CHARS} characters"
+                )
+            entries[name] = text
+    return tuple(entries.items())
+
+
+def _profile_value(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, list) and all(not isinstance(v, Mapping | list) for v in value):
+        return ", ".join(str(v).strip() for v in value if v is not None and str(v).strip())
+    if isinstance(value, Mapping | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
 
 
 def _image_names(data: Mapping[str, Any], source: Path) -> list[str]:
@@ -267,7 +347,7 @@ def _parse_turn(raw: object, where: str) -> _RawTurn:
                 f"{where}.{key}: must be a string, got a JSON {_json_type(raw[key])}"
             )
     # parse_time's message says what shape is expected; prefix it with the place.
-    time = parse_time(raw["time"], field=f"{where}.time")
+    time = parse_mme_time(raw["time"], field=f"{where}.time")
     user: str = raw["user"]
     if IMAGE_MARKER not in user and not user.strip():
         raise ValidationError(
@@ -315,7 +395,7 @@ def _check_image_files(
         )
     checked: set[Path] = set()  # a history may show the same picture twice
     for i, name in enumerate(names):
-        path = image_dir / name
+        path = image_dir / base_name(name)
         if path in checked:
             continue
         where = f"{source}: imgs[{i}] (shown in {shown_in[i]}.user)"
