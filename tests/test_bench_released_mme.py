@@ -156,3 +156,44 @@ def test_older_synth_folders_with_questions_json_still_load(tmp_path: Path) -> N
     data = released(tmp_path)
     (data / "Persona-MME.json").rename(data / "questions.json")
     assert load_persona_mme(data).questions == 3
+
+
+def _bench(data: Path, out: Path, *flags: str) -> dict[str, Any]:
+    args = ["bench", "persona-mme", "--data", str(data), "--mode", "random"]
+    args += ["--out", str(out), "--embedder", "hashing", "--json", *flags]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return dict(json.loads((out / "report.json").read_text()))
+
+
+def test_the_report_records_the_ablation_switches(tmp_path: Path) -> None:
+    data = released(tmp_path / "mme")
+    flags = ("--no-pem", "--skip-rule", "reference", "--retrieval", "reference")
+    report = _bench(data, tmp_path / "run", *flags)
+    assert {k: report["config"][k] for k in ("pem", "skip_rule", "retrieval")} == {
+        "pem": False,
+        "skip_rule": "reference",
+        "retrieval": "reference",
+    }
+    assert (
+        "PEM off; skip rule reference; retrieval reference"
+        in (tmp_path / "run" / "report.md").read_text()
+    )
+
+
+def test_a_run_from_before_the_switches_resumes_with_their_defaults(tmp_path: Path) -> None:
+    data = released(tmp_path / "mme")
+    out = tmp_path / "run"
+    _bench(data, out)
+    run_json = out / "run.json"
+    stored = json.loads(run_json.read_text())
+    for key in ("pem", "skip_rule", "retrieval"):
+        del stored["config"][key]
+    run_json.write_text(json.dumps(stored))
+    assert _bench(data, out)["data"]["items"] == 7
+    result = CliRunner().invoke(
+        app,
+        ["bench", "persona-mme", "--data", str(data), "--mode", "random", "--out", str(out),
+         "--embedder", "hashing", "--retrieval", "none"],
+    )  # fmt: skip
+    assert result.exit_code != 0 and "retrieval: 'ours' -> 'none'" in result.output

@@ -83,7 +83,7 @@ def _json(path: Path) -> Any:
 
 
 def _records(bench: Path) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = _json(bench / "questions.json")
+    records: list[dict[str, Any]] = _json(bench / "Persona-MME.json")
     return records
 
 

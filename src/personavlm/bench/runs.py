@@ -71,6 +71,11 @@ class RunConfig:
     max_tokens: int = 1024
     temperature: float = 0.0
     seed: int = 0
+    # The agent's switches (AgentConfig; docs/evaluation.md): the paper's ablations and the
+    # reference's behaviours. Runs written before they existed ran with these defaults.
+    pem: bool = True
+    skip_rule: str = "paper"
+    retrieval: str = "ours"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -80,6 +85,10 @@ class RunConfig:
                 f"--mode {self.mode} asks a model: pass --model (e.g. "
                 "openai:qwen2.5-vl-7b@http://127.0.0.1:8000/v1) or set PERSONAVLM_MODEL"
             )
+
+
+# Fields added to RunConfig after its first runs, with the value those runs used.
+_DEFAULTS: dict[str, Any] = {"pem": True, "skip_rule": "paper", "retrieval": "ours"}
 
 
 def execute(
@@ -123,9 +132,10 @@ def _claim_run_dir(out_dir: Path, config: RunConfig) -> None:
     stored = json.loads(path.read_text(encoding="utf-8"))
     if stored.get("format") != RUN_FORMAT:
         raise ConflictError(f"{path}: run format {stored.get('format')} is not {RUN_FORMAT}")
-    differ = sorted(k for k in wanted if stored["config"].get(k) != wanted[k])
+    known = _DEFAULTS | stored["config"]  # a key a run.json predates holds its default
+    differ = sorted(k for k in wanted if known.get(k) != wanted[k])
     if differ:
-        shown = ", ".join(f"{k}: {stored['config'].get(k)!r} -> {wanted[k]!r}" for k in differ)
+        shown = ", ".join(f"{k}: {known.get(k)!r} -> {wanted[k]!r}" for k in differ)
         raise ConflictError(
             f"{out_dir} holds a run with other settings ({shown}); resume with the same "
             "settings or give a new --out"
@@ -143,6 +153,9 @@ def _parts(
             max_tokens=config.max_tokens,
             temperature=config.temperature,
             update="inline",
+            pem=config.pem,
+            skip_rule=config.skip_rule,
+            retrieval=config.retrieval,
         )
         assistant = Assistant(store, model, agent)
         return AgentIngest(assistant), AgentReader(assistant), assistant
@@ -231,6 +244,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         f"{report['data']['exchanges']} exchanges, {report['data']['items']} items)",
         f"- model: {config['model'] or '(none)'}; protocol {config['protocol']}; "
         f"embedder {config['embedder']}; seed {config['seed']}",
+        f"- switches: PEM {'on' if config.get('pem', True) else 'off'}; skip rule "
+        f"{config.get('skip_rule', 'paper')}; retrieval {config.get('retrieval', 'ours')}",
         f"- personavlm {report['personavlm']}, Python {report['python']}",
         f"- overall (robust / reference parser): {_pct(scores['robust']['overall'])} / "
         f"{_pct(scores['reference']['overall'])}; unparsed answers: "

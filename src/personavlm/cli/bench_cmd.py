@@ -6,12 +6,21 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import typer
 
 from personavlm.agent.protocol import Protocol
-from personavlm.cli.chat_cmd import ModelOption, ProtocolOption, load_model
+from personavlm.cli.chat_cmd import (
+    ModelOption,
+    NoPemOption,
+    ProtocolOption,
+    RetrievalChoice,
+    RetrievalOption,
+    SkipRuleChoice,
+    SkipRuleOption,
+    load_model,
+)
 from personavlm.cli.common import EmbedderOption, JsonOption, emit, fail_on_errors, progress_bar
 from personavlm.errors import ValidationError
 from personavlm.settings import embedder_name, model_spec
@@ -124,6 +133,15 @@ def write_retrieval_report(out: Path, report: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------ question benchmarks
 
+
+class Ablations(NamedTuple):
+    """The agent's switches a question benchmark passes on (AgentConfig's fields)."""
+
+    pem: bool
+    skip_rule: str
+    retrieval: str
+
+
 OutOption = typer.Option(
     ...,
     "--out",
@@ -156,13 +174,17 @@ SeedOption = typer.Option(0, "--seed", help="Seed of the random and baseline gue
 
 @app.command("persona-mme")
 def persona_mme(
-    data: Path = typer.Option(..., "--data", help="Directory with questions.json and samples/."),
+    data: Path = typer.Option(
+        ..., "--data", help="Directory with Persona-MME.json (or questions.json) and samples/."
+    ),
     out: Path = OutOption,
     mode: str = ModeOption,
     model: str | None = ModelOption,
     protocol: Protocol = ProtocolOption,
     questions: Path | None = typer.Option(
-        None, "--questions", help="Questions file (default: DATA/questions.json)."
+        None,
+        "--questions",
+        help="Questions file (default: DATA/Persona-MME.json, else DATA/questions.json).",
     ),
     users: int | None = typer.Option(None, "--users", min=1, help="Only the first N users."),
     max_retrievals: int = MaxRetrievalsOption,
@@ -171,6 +193,9 @@ def persona_mme(
     image_tokens: int = ImageTokensOption,
     max_tokens: int = MaxTokensOption,
     seed: int = SeedOption,
+    no_pem: bool = NoPemOption,
+    skip_rule: SkipRuleChoice = SkipRuleOption,
+    retrieval: RetrievalChoice = RetrievalOption,
     embedder: str | None = EmbedderOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -195,6 +220,7 @@ def persona_mme(
             max_tokens,
             seed,
             embedder,
+            Ablations(not no_pem, skip_rule.value, retrieval.value),
         )
         loaded = load_persona_mme(data, questions_file=questions, users=users)
         describe = {"questions_file": str(loaded.source), "question_records": loaded.questions}
@@ -220,6 +246,9 @@ def personamem(
     image_tokens: int = ImageTokensOption,
     max_tokens: int = MaxTokensOption,
     seed: int = SeedOption,
+    no_pem: bool = NoPemOption,
+    skip_rule: SkipRuleChoice = SkipRuleOption,
+    retrieval: RetrievalChoice = RetrievalOption,
     embedder: str | None = EmbedderOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -244,6 +273,7 @@ def personamem(
             max_tokens,
             seed,
             embedder,
+            Ablations(not no_pem, skip_rule.value, retrieval.value),
         )
         loaded = load_personamem(
             questions, contexts, session_exchanges=session_exchanges, limit=limit
@@ -270,6 +300,7 @@ def _config(
     max_tokens: int,
     seed: int,
     embedder: str | None,
+    ablations: Ablations,
 ) -> RunConfig:
     from personavlm.bench.runs import RunConfig
 
@@ -288,6 +319,9 @@ def _config(
         image_tokens=image_tokens,
         max_tokens=max_tokens,
         seed=seed,
+        pem=ablations.pem,
+        skip_rule=ablations.skip_rule,
+        retrieval=ablations.retrieval,
     )
 
 

@@ -84,6 +84,38 @@ ProtocolOption = typer.Option(
 )
 
 
+class SkipRuleChoice(StrEnum):  # personality/pem.py SkipRule, without importing it here
+    PAPER = "paper"
+    REFERENCE = "reference"
+
+
+class RetrievalChoice(StrEnum):  # agent/retrieval.py RetrievalMode
+    OURS = "ours"
+    REFERENCE = "reference"
+    NONE = "none"
+
+
+NoPemOption = typer.Option(
+    False,
+    "--no-pem",
+    help="The paper's ablation without PEM: personality readings are not absorbed and the "
+    "prompt shows the neutral start (3.0 on every trait).",
+)
+SkipRuleOption = typer.Option(
+    SkipRuleChoice.PAPER,
+    "--skip-rule",
+    help="Which neutral readings PEM skips: paper (a reading of all 3s) or reference (each "
+    "trait read as 3, as the authors' code does). Fixed per user at the first reading.",
+)
+RetrievalOption = typer.Option(
+    RetrievalChoice.OURS,
+    "--retrieval",
+    help="What a retrieval searches: ours (the model's keywords in its window), reference "
+    "(keywords and the raw message, the better match kept, the last 60 minutes left out: "
+    "what the released weights were trained with) or none (no memory: an ablation).",
+)
+
+
 class UpdateChoice(StrEnum):
     INLINE = "inline"
     BACKGROUND = "background"
@@ -400,6 +432,9 @@ def chat(
         "(what is left at exit stays queued for `personavlm worker`); queue: only queue "
         "updates, for a `personavlm worker` process.",
     ),
+    no_pem: bool = NoPemOption,
+    skip_rule: SkipRuleChoice = SkipRuleOption,
+    retrieval: RetrievalChoice = RetrievalOption,
     db: str | None = DbOption,
     embedder: str | None = EmbedderOption,
     as_json: bool = typer.Option(
@@ -419,7 +454,14 @@ def chat(
 
     with fail_on_errors():
         background = update is not UpdateChoice.INLINE
-        config = AgentConfig(protocol=protocol, max_retrievals=max_retrievals, update=update.value)
+        config = AgentConfig(
+            protocol=protocol,
+            max_retrievals=max_retrievals,
+            update=update.value,
+            pem=not no_pem,
+            skip_rule=skip_rule.value,
+            retrieval=retrieval.value,
+        )
         spec = model_spec(model)
         out = TurnPrinter(as_json)
         with (

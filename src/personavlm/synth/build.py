@@ -25,7 +25,7 @@ from typing import Any
 import personavlm
 from personavlm.errors import ValidationError
 from personavlm.synth.core import ALIGNMENT_TASK, TASKS
-from personavlm.synth.export import UserFiles, dumps, user_files
+from personavlm.synth.export import QUESTIONS_FILE, UserFiles, dumps, user_files
 from personavlm.synth.generate import User, build_user, check_size
 from personavlm.synth.paraphrase import Paraphraser, ParaphraseStats, paraphrase_turns
 
@@ -164,7 +164,7 @@ def _write_all(
     )
     name = f"personavlm-synth-{size}-seed{seed}"
     retrieval = {"name": name, "conversations": conversations, "questions": retrieval_questions}
-    (root / "questions.json").write_bytes(dumps(records))
+    (root / QUESTIONS_FILE).write_bytes(dumps(records))
     (root / "retrieval.json").write_bytes(dumps(retrieval))
     (root / "manifest.json").write_bytes(dumps(summary.manifest()))
     return summary

@@ -8,7 +8,12 @@ users give the same bytes. Layout (docs/synth.md):
 
     samples/<size>/<user_id>/user_data.json   + s<i>t<j>_0.png for each picture
     worlds/<user_id>.json                      ground truth, "format": 1
-    questions.json, retrieval.json, manifest.json
+    Persona-MME.json, retrieval.json, manifest.json
+
+The questions file has the released benchmark's name (`QUESTIONS_FILE`), so a synth folder
+and the released one are read the same way (bench/persona_mme.py). Alignment pairs stay
+records of their own (no `choices`): our pairs are asked at their own times with their own
+messages, where the released file hangs each pair on a multiple-choice question.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from personavlm.synth.core import ALIGNMENT_TASK, time_text
 from personavlm.synth.generate import User
 from personavlm.synth.pictures import draw
 
-__all__ = ["WORLD_FORMAT", "UserFiles", "dumps", "image_name", "user_files"]
+__all__ = ["QUESTIONS_FILE", "WORLD_FORMAT", "UserFiles", "dumps", "image_name", "user_files"]
 
 WORLD_FORMAT = 1
+QUESTIONS_FILE = "Persona-MME.json"  # the released benchmark's name for the question records
 IMAGE_MARKER = "<img>"
 
 
@@ -35,7 +41,7 @@ class UserFiles:
     history: dict[str, Any]  # user_data.json
     images: dict[str, bytes]  # file name -> PNG, beside the history
     world: dict[str, Any]  # worlds/<user_id>.json
-    questions: list[dict[str, Any]]  # records for questions.json
+    questions: list[dict[str, Any]]  # records for Persona-MME.json
     conversation: dict[str, Any]  # one conversation of retrieval.json
     retrieval_questions: list[dict[str, Any]]
 
