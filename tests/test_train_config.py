@@ -58,6 +58,13 @@ def test_grpo_defaults_are_the_papers() -> None:
     assert recipe.judge.attempts == 2
     assert recipe.rollout == RolloutSection()
     assert recipe.rollout.max_retrievals == 3
+    # the reference's sampling and schedule (rl.sh)
+    assert (train["top_p"], train["top_k"], train["repetition_penalty"]) == (0.9, 50, 1.05)
+    assert train["lr_scheduler_type"] == "cosine_with_min_lr"
+    assert train["lr_scheduler_kwargs"] == {"min_lr_rate": 0.1}
+    assert train["warmup_steps"] == 0.05 and train["mask_truncated_completions"] is True
+    assert recipe.rollout.max_turn_tokens == 1024
+    assert recipe.model.freeze_vision and recipe.model.train_merger
 
 
 def test_overrides_win() -> None:

@@ -102,7 +102,7 @@ def test_the_loss_is_on_the_assistant_turns_only(tmp_path: Path) -> None:
     assert SYSTEM not in tokenizer.decode(trained)
 
 
-def test_sft_of_a_vision_model_reads_the_pictures_and_keeps_the_tower_frozen(
+def test_sft_of_a_vision_model_reads_the_pictures_and_keeps_the_tower_but_not_the_merger_frozen(
     tmp_path: Path,
 ) -> None:
     import torch
@@ -119,10 +119,13 @@ def test_sft_of_a_vision_model_reads_the_pictures_and_keeps_the_tower_frozen(
         load_file(model / "model.safetensors"),
         load_file(tmp_path / "out" / "model.safetensors"),
     )
-    vision = [k for k in before if ".visual." in f".{k}"]
+    vision = [k for k in before if ".visual." in f".{k}" and ".merger." not in f".{k}"]
+    merger = [k for k in before if ".visual." in f".{k}" and ".merger." in f".{k}"]
     text = [k for k in before if "layers.0.mlp" in k and ".visual." not in f".{k}"]
-    assert vision and text
+    assert vision and merger and text
     assert all(torch.equal(before[k], after[k]) for k in vision)
+    # the merger trains with the language model, as in the reference (train_merger)
+    assert any(not torch.equal(before[k], after[k]) for k in merger)
     assert any(not torch.equal(before[k], after[k]) for k in text)
 
 

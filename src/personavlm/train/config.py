@@ -12,6 +12,7 @@ the defaults (PAPER.md section 5); a recipe overrides what it names.
 path = "Qwen/Qwen2.5-VL-7B-Instruct"  # a local checkpoint folder or a hub id
 dtype = "bfloat16"                      # float32 | bfloat16 | float16
 freeze_vision = true                    # the vision tower is not trained (PAPER.md 5)
+train_merger = true                     # ...but its merger is, as in the reference
 max_pixels = 230400
 
 [data]
@@ -73,15 +74,25 @@ SFT_DEFAULTS: dict[str, Any] = {
     "report_to": [],
 }
 # Group 6, lr 2e-6, KL beta 0.01, temperature 1.0; batch 72 = 12 prompts x 6 generations.
+# Sampling and schedule as the reference's GRPO run (train/ms-swift-main/scripts/rl.sh):
+# top_p 0.9, top_k 50, repetition penalty 1.05, cosine down to 0.1 of the peak rate after a
+# 5% warm-up; completions cut at the length limit are left out of the loss (its over-long
+# filter), so a rollout that ran out of tokens teaches nothing either way.
 GRPO_DEFAULTS: dict[str, Any] = {
     "learning_rate": 2e-6,
     "num_generations": 6,
     "beta": 0.01,
     "temperature": 1.0,
-    "top_p": 1.0,
+    "top_p": 0.9,
+    "top_k": 50,
+    "repetition_penalty": 1.05,
+    "lr_scheduler_type": "cosine_with_min_lr",
+    "lr_scheduler_kwargs": {"min_lr_rate": 0.1},
+    "warmup_steps": 0.05,  # a float below 1 is a share of the steps
+    "mask_truncated_completions": True,
     "per_device_train_batch_size": 6,
     "gradient_accumulation_steps": 12,
-    "max_completion_length": 2048,
+    "max_completion_length": 4096,  # all turns of one rollout: 4 turns x 1,024
     "num_train_epochs": 1.0,
     "activation_checkpointing": True,  # transformers 5 name of gradient checkpointing
     "logging_steps": 1,
@@ -96,6 +107,9 @@ class ModelSection:
     path: str
     dtype: str = "bfloat16"
     freeze_vision: bool = True
+    # The merger (vision -> language projection) trains with the language model even when the
+    # vision tower is frozen, as in the reference's SFT script (sft_PersonaVLM.sh).
+    train_merger: bool = True
     max_pixels: int = 230400  # PAPER.md section 5
     min_pixels: int = 3136
 
@@ -155,7 +169,7 @@ class JudgeSection:
 @dataclass(frozen=True, slots=True)
 class RolloutSection:
     max_retrievals: int = 3  # PAPER.md section 4: four model turns
-    max_turn_tokens: int = 512
+    max_turn_tokens: int = 1024  # the reference: 1,024 tokens per model turn (rl.sh)
     force_retrieval: tuple[str, ...] = ("choice",)  # PAPER.md section 8
 
 

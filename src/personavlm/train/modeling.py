@@ -64,7 +64,7 @@ def load_for_training(section: ModelSection) -> LoadedModel:
         raise ConfigError(f"the tokenizer at {section.path!r} has no chat template")
     loaded = LoadedModel(model, processor, is_vlm)
     if section.freeze_vision:
-        loaded.frozen = freeze_vision(model)
+        loaded.frozen = freeze_vision(model, train_merger=section.train_merger)
     return loaded
 
 
@@ -126,10 +126,13 @@ def _bound_pixels(processor: Any, section: ModelSection) -> None:
             setattr(image_processor, name, value)
 
 
-def freeze_vision(model: Any) -> int:
-    """Freezes every parameter under a vision tower; returns how many were frozen."""
+def freeze_vision(model: Any, *, train_merger: bool = True) -> int:
+    """Freezes every parameter under a vision tower (its merger too unless `train_merger`);
+    returns how many were frozen."""
     frozen = 0
     for name, parameter in model.named_parameters():
+        if train_merger and ".merger." in f".{name}":
+            continue
         if any(f".{part}." in f".{name}" for part in _VISION_NAMES):
             parameter.requires_grad_(False)
             frozen += parameter.numel()
