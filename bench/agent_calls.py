@@ -79,17 +79,19 @@ REFERENCE_SESSION_CALLS = 3
 EXPECTED_UPDATE_CALLS = {"json": 1, "tags": 2}
 EXPECTED_SESSION_CALLS = {"json": 2, "tags": 3}
 
-# The agent's calls, told apart by the first words of their system prompt (agent/prompts).
+# The agent's calls, told apart by the first words of their prompt (agent/prompts): the
+# system message under json, the one user message under tags.
 KINDS = {
     "You are a long-term personal assistant": "respond",
     "You maintain the long-term memory": "update",
     "You summarise a finished conversation session": "episodic",
     "A conversation session between a user and their assistant has ended": "consolidate",
-    "Infer the user's momentary Big Five": "personality",
-    "Decide whether the latest exchange": "semantic",
-    "Segment the conversation session": "episodic",
-    "Update the user's core profile": "core",
-    "Update the user's procedural memory": "procedural",
+    "You are a personal AI assistant that reasons and remembers": "respond",
+    "Your task is to read a user's input and its context": "personality",
+    "You are an AI memory analyst": "semantic",
+    "You are an engine that analyses the topics": "episodic",
+    "You are an assistant that manages a user profile": "core",
+    "You are an engine that recognises a user's behaviour": "procedural",
 }
 _STOPWORDS = """about after also and are been but can did for from going had has have her his
 how i'm i've just next not our she that the their them then there they this too was way what when
@@ -155,9 +157,47 @@ def _first_sentence(text: str) -> str:
     return re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0].rstrip(".!?")
 
 
+def _user_texts(text: str) -> list[str]:
+    """The first line of each user turn's text: after `User: `, or on the next line when a
+    picture comes first (the tags layout; pictures are not text)."""
+    lines = text.splitlines()
+    found = []
+    for index, line in enumerate(lines):
+        if line.startswith("User:"):
+            rest = line[len("User:") :].strip()
+            if not rest and index + 1 < len(lines):
+                rest = lines[index + 1].strip()
+            found.append(rest)
+    return found
+
+
 def _last_user_line(text: str) -> str:
-    lines = [line[len("User: ") :] for line in text.splitlines() if line.startswith("User: ")]
+    lines = _user_texts(text)
     return lines[-1] if lines else ""
+
+
+def _prompt_message(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The message holding the conversation: the user message after the system prompt
+    (json), or the one user message that is the whole prompt (tags)."""
+    return messages[0] if messages[0]["role"] == "user" else messages[1]
+
+
+def _user_input(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `{'time': ..., 'query': ...}` of a response or per-turn prompt."""
+    if messages[0]["role"] == "user":  # tags: the User Input block, line breaks shown
+        block = _text(messages[0]).rsplit("\nUser Input:\n", 1)[-1].split("\n\n# ", 1)[0]
+        parsed = ast.literal_eval(block.strip().replace("\n", "\\n"))
+    else:
+        parsed = ast.literal_eval(_text(messages[1]).rsplit("## User input\n", 1)[-1].strip())
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+def _turn_message(messages: list[dict[str, Any]]) -> str:
+    """The user's message a per-turn update is about."""
+    if messages[0]["role"] == "user":
+        return str(_user_input(messages)["query"]).strip()
+    return _last_user_line(_text(messages[1]))
 
 
 @dataclass
@@ -174,10 +214,10 @@ class ScriptedModel:
 
     def __call__(self, body: dict[str, Any]) -> ScriptedResponse:
         messages: list[dict[str, Any]] = body["messages"]
-        system = _text(messages[0])
-        kind = next((k for prefix, k in KINDS.items() if system.startswith(prefix)), None)
+        opening = _text(messages[0])
+        kind = next((k for prefix, k in KINDS.items() if opening.startswith(prefix)), None)
         if kind is None:
-            raise AssertionError(f"unknown call: {system[:80]!r}")
+            raise AssertionError(f"unknown call: {opening[:80]!r}")
         self.kinds.append(kind)
         text = getattr(self, f"_{kind}")(messages)
         return ScriptedResponse(text=text, delay_s=self.delay_s)
@@ -195,8 +235,7 @@ class ScriptedModel:
     # response phase
 
     def _respond(self, messages: list[dict[str, Any]]) -> str:
-        user_input = _text(messages[1]).rsplit("## User input\n", 1)[-1]
-        query = str(ast.literal_eval(user_input.strip())["query"])
+        query = str(_user_input(messages)["query"]).strip()
         done = sum(m["role"] == "assistant" for m in messages)
         if done < self.retrievals_for(query):
             keywords = " ".join(_words(query, skip=2 * done))
@@ -247,14 +286,14 @@ class ScriptedModel:
         return json.dumps({"personality": self._reading(message), "operations": ops})
 
     def _personality(self, messages: list[dict[str, Any]]) -> str:
-        reading = self._reading(_last_user_line(_text(messages[1])))
+        reading = self._reading(_turn_message(messages))
         return "\n".join(f'"{trait}": {value}' for trait, value in reading.items())
 
     def _semantic(self, messages: list[dict[str, Any]]) -> str:
-        message = _last_user_line(_text(messages[1]))
+        message = _turn_message(messages)
         if not self.adds_fact(message):
             return '"reason": small talk\n"decision": false\n"content": \n"keywords": '
-        content, keywords = self._fact(message, _has_image(messages[1]))
+        content, keywords = self._fact(message, _has_image(_prompt_message(messages)))
         return (
             f'"reason": a durable fact about the user\n"decision": true\n'
             f'"content": {content}\n"keywords": {", ".join(keywords)}'
@@ -263,9 +302,13 @@ class ScriptedModel:
     # session close
 
     def _session(self, messages: list[dict[str, Any]]) -> tuple[str, list[str], list[int]]:
-        text = _text(messages[1])
-        exchanges = [int(n) for n in re.findall(r"^\[(\d+)\] ", text, re.MULTILINE)]
-        first = _last_user_line(text.split("## Session\n", 1)[-1].split("\n[1] ", 1)[0])
+        text = _text(_prompt_message(messages))
+        numbered = (
+            r"^\[(\d+)\] " if messages[0]["role"] == "system" else r"^Round (\d+) of dialogues$"
+        )
+        exchanges = [int(n) for n in re.findall(numbered, text, re.MULTILINE)]
+        session = text.split("## Session\n", 1)[-1].split("Recent Conversations:\n", 1)[-1]
+        first = next(iter(_user_texts(session)), "")
         keywords = _words(first)
         return f"The user talked about {', '.join(keywords)}.", keywords, exchanges
 

@@ -21,11 +21,13 @@ KINDS = {
     "You maintain the long-term memory": "update",
     "You summarise a finished conversation session": "episodic",
     "A conversation session between a user and their assistant has ended": "consolidate",
-    "Infer the user's momentary Big Five": "personality",
-    "Decide whether the latest exchange": "semantic",
-    "Segment the conversation session": "episodic",
-    "Update the user's core profile": "core",
-    "Update the user's procedural memory": "procedural",
+    # The tags protocol: one user message opens with the prompt (no system message).
+    "You are a personal AI assistant that reasons and remembers": "respond",
+    "Your task is to read a user's input and its context": "personality",
+    "You are an AI memory analyst": "semantic",
+    "You are an engine that analyses the topics": "episodic",
+    "You are an assistant that manages a user profile": "core",
+    "You are an engine that recognises a user's behaviour": "procedural",
     "You answer a user's question from your conversation history": "full_context",
 }
 
@@ -44,15 +46,19 @@ class Req:
 
     @property
     def system(self) -> str:
+        """The prompt that tells the call apart: the system message (json protocol) or the
+        first user message (tags)."""
         return _text(self.messages[0])
 
     @property
     def first_user(self) -> str:
-        return _text(self.messages[1])
+        return _text(next(m for m in self.messages if m["role"] == "user"))
 
     @property
     def query(self) -> str:
         """The user input of a response-phase request (recent turns left out)."""
+        if self.messages[0]["role"] == "user":  # tags: the prompt's User Input block
+            return self.system.split("\nUser Input:\n", 1)[-1].split("\n\n# Core", 1)[0]
         return self.first_user.split("## User input", 1)[-1]
 
     @property

@@ -188,8 +188,10 @@ def test_user_text_cannot_steer_the_protocol(
 
     def echo(req: Req) -> str:
         # A model that quotes the user's input back inside its answer.
-        quoted = req.first_user.split("'query': ")[-1]
-        assert "</answer>" not in req.first_user and "<|im_end|>" not in req.first_user
+        # (The prompt's own output format shows the tags; the user's input must not.)
+        quoted = req.query.split("'query': ")[-1]
+        assert "</answer>" not in req.query and "<|im_end|>" not in req.query
+        assert "&lt;/answer>" in req.query
         return f"<think>echo</think><answer>You said: {quoted}</answer>"
 
     script.respond = echo

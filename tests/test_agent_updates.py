@@ -185,7 +185,7 @@ def test_tags_protocol_uses_the_reference_calls(
     assert step.keywords == "dog name" and step.end == "2024-03-31 23:59:00"
     assert any("Bobby" in h.content for h in step.hits)
     retrieval_turn = [r for k, r in script.seen if k == "respond"][-1].last
-    assert "## Retrieved semantic memory" in retrieval_turn
+    assert "\nRetrieved Semantic Memory:\nTime: 2024-03-04 10:00 (Monday)\n" in retrieval_turn
     assert "Memory: The user's dog is called Bobby" in retrieval_turn
 
 

@@ -30,6 +30,7 @@ from personavlm.agent.formats import (
     parse_semantic_tags,
 )
 from personavlm.agent.protocol import AnswerAction, Protocol, parse_step
+from personavlm.agent.templates import PLACEHOLDERS
 from personavlm.bench.mcq import robust_letter
 from personavlm.cli.app import app
 from personavlm.embed import HashingEmbedder
@@ -37,7 +38,7 @@ from personavlm.errors import NotFoundError, ValidationError
 from personavlm.models.base import ImagePart, Message, TextPart
 from personavlm.models.openai import OpenAIChatModel
 from personavlm.testing import ScriptedOpenAIServer
-from personavlm.train.recorder import RecordingModel, call_kind, without_retries
+from personavlm.train.recorder import RecordingModel, call_kind, text_of, without_retries
 from personavlm.train.rl_data import PICTURE_PLACEHOLDER, RLPrompt, load_rl_prompts
 from personavlm.train.samples import (
     IMAGE_MARKER,
@@ -252,13 +253,14 @@ def test_reasoning_answers_name_the_right_option(
     assert set(manifest["rejected"]) <= {"reasoning: evidence never retrieved"}
 
 
-def test_system_prompts_are_the_agents_prompt_files(records: list[dict[str, Any]]) -> None:
-    expected = {kind: prompt(name, max_retrievals=3) for kind, name in PROMPT_OF.items()}
+def test_opening_prompts_are_the_agents_prompt_files(records: list[dict[str, Any]]) -> None:
+    # The tags layout: one human message holds the whole prompt (no system turn), as the
+    # released weights were trained.
     for record in records:
         first = record["conversations"][0]
-        assert first["from"] == "system"
-        assert first["value"] == expected[record["kind"]], record["id"]
-        assert [t["from"] for t in record["conversations"]].count("system") == 1
+        assert first["from"] == "human"
+        assert call_kind([Message.text("user", first["value"])]) == record["kind"], record["id"]
+        assert "system" not in [t["from"] for t in record["conversations"]]
 
 
 def test_reasoning_trajectories_alternate_with_retrievals(
@@ -268,11 +270,11 @@ def test_reasoning_trajectories_alternate_with_retrievals(
     with_retrieval = 0
     for record in reasoning:
         speakers = [t["from"] for t in record["conversations"]]
-        assert speakers[:2] == ["system", "human"]
-        rest = speakers[2:]
+        assert speakers[:1] == ["human"]
+        rest = speakers[1:]
         assert len(rest) % 2 == 1 and rest == ["gpt", "human"] * (len(rest) // 2) + ["gpt"]
-        for turn in record["conversations"][3::2]:
-            assert turn["value"].startswith(("## Retrieved", "Note: ")), turn["value"][:80]
+        for turn in record["conversations"][2::2]:
+            assert turn["value"].startswith("Retrieved Procedural Memory:\n"), turn["value"][:80]
         with_retrieval += len(rest) > 1
     assert with_retrieval > 0, "no trajectory retrieved anything"
 
@@ -360,7 +362,7 @@ def test_mix_rejects_a_kind_outside_the_groups() -> None:
 
 
 class _Teacher:
-    """Answers each agent call by its system prompt; the first personality reply is
+    """Answers each agent call by its prompt's opening; the first personality reply is
     unreadable, every question is answered (a)."""
 
     BAD_READING = "I cannot tell their personality."
@@ -377,18 +379,18 @@ class _Teacher:
         if _content_text(messages[-1]).startswith(RETRY_NOTE):
             with self.lock:
                 self.retry_notes += 1
-        if system.startswith("Infer the user's momentary Big Five"):
+        if system.startswith("Your task is to read a user's input and its context"):
             with self.lock:
                 self.personality_calls += 1
                 first = self.personality_calls == 1
             return self.BAD_READING if first else self.GOOD_READING
-        if system.startswith("Decide whether the latest exchange"):
+        if system.startswith("You are an AI memory analyst"):
             return '"reason": small talk\n"decision": false\n"content": \n"keywords": '
-        if system.startswith("Segment the conversation session"):
+        if system.startswith("You are an engine that analyses the topics"):
             return '"topic_summary": a chat\n"keywords": chat\n"source_dialog_indices": 0'
-        if system.startswith(("Update the user's core", "Update the user's procedural")):
+        if system.startswith(("You are an assistant that manages", "You are an engine that rec")):
             return '"name": "X"'
-        if system.startswith("You are a long-term personal assistant"):
+        if system.startswith("You are a personal AI assistant that reasons and remembers"):
             return "<think>t</think><answer>(a) x</answer>"
         raise AssertionError(f"unexpected call: {system[:80]!r}")
 
@@ -421,7 +423,7 @@ def test_distilling_keeps_only_right_answers_and_readable_replies(tmp_path: Path
     rl = _rl_by_first_message(prompts)
     for sample in dataset.samples:
         if sample.kind == "reasoning":
-            question = rl[_prompt_key(sample.turns[1].text)]
+            question = rl[_prompt_key(sample.turns[0].text)]
             assert question.kind == "choice" and question.reference == "a", question.id
 
     # The unreadable reading was retried once; its call is dropped, the retry kept clean.
@@ -433,7 +435,7 @@ def test_distilling_keeps_only_right_answers_and_readable_replies(tmp_path: Path
         texts = [t.text for t in sample.turns]
         assert not any(RETRY_NOTE in t or _Teacher.BAD_READING in t for t in texts), sample.id
     assert all(s.turns[-1].text == _Teacher.GOOD_READING for s in readings)
-    assert all(len(s.turns) == 3 for s in readings)
+    assert all(len(s.turns) == 2 for s in readings)  # the prompt (one user turn), the reply
     assert all(s.source == manifest["teacher"] for s in dataset.samples)
 
 
@@ -583,14 +585,23 @@ AGENT_PROMPTS = {
 }
 
 
+def _opening(name: str, filling: str) -> Message:
+    """Prompt `name` as the agent opens a call with it: json prompts as the system message,
+    tags prompts as the one user message, every placeholder filled with `filling`."""
+    text = prompt(name, **{slot: filling for slot in PLACEHOLDERS[name]})
+    return Message.text("user" if name.endswith("_tags") else "system", text)
+
+
 def test_call_kind_names_every_agent_prompt() -> None:
     files = resources.files("personavlm.agent").joinpath("prompts").iterdir()
     names = {Path(f.name).stem for f in files if f.name.endswith(".txt")}
-    assert names == set(AGENT_PROMPTS), "a prompt file has no sample kind"
+    # retrieval_tags is the follow-up message inside a reasoning call, never its opening.
+    assert names - {"retrieval_tags"} == set(AGENT_PROMPTS), "a prompt file has no sample kind"
     for name, kind in AGENT_PROMPTS.items():
-        for budget in (3, 7):
-            messages = [Message.text("system", prompt(name, max_retrievals=budget))]
-            assert call_kind([*messages, Message.text("user", "hi")]) == kind, name
+        for filling in ("3", "7\nTime: 2024-03-04 10:00 (Monday)\nUser: hi"):
+            opening = _opening(name, filling)
+            assert call_kind([opening, Message.text("user", "hi")]) == kind, name
+            assert call_kind([opening]) == kind, name
 
 
 def test_call_kind_of_foreign_calls() -> None:
@@ -598,8 +609,8 @@ def test_call_kind_of_foreign_calls() -> None:
     assert call_kind([Message.text("system", "You are a helpful assistant."), user]) is None
     assert call_kind([user]) is None
     assert call_kind([]) is None
-    edited = prompt("semantic_tags") + "\nAlso reply in French."
-    assert call_kind([Message.text("system", edited), user]) is None
+    edited = text_of(_opening("semantic_tags", "x")) + "\nAlso reply in French."
+    assert call_kind([Message.text("user", edited)]) is None
 
 
 def test_without_retries_drops_the_bad_reply_and_its_note() -> None:
@@ -650,8 +661,10 @@ def test_rl_prompts_of_the_built_folder(built: tuple[Path, dict[str, Any]]) -> N
     assert data.manifest["kinds"] == dict(kinds) and kinds["choice"] and kinds["open"]
     by_id = {p.id: p for p in data.prompts}
     for p in data.prompts:
-        assert p.prompt[0]["role"] == "system" and p.prompt[-1]["role"] == "user"
-        assert p.prompt[0]["content"] == prompt("response_tags", max_retrievals=3)
+        # The tags weights' layout: the whole prompt is one user message.
+        [opening] = p.prompt
+        assert opening["role"] == "user"
+        assert call_kind([Message.text("user", opening["content"])]) == "reasoning"
         assert IMAGE_MARKER not in "".join(m["content"] for m in p.prompt)
         if p.kind == "choice":
             assert p.reference in p.choices
@@ -690,7 +703,7 @@ def test_rl_corrupted_lines_are_named(built: tuple[Path, dict[str, Any]], tmp_pa
     with pytest.raises(ValidationError, match=r"line 4: .*not a choice letter"):
         load_rl_prompts(folder)
 
-    no_user = {**record, "prompt": record["prompt"][:1]}
+    no_user = {**record, "prompt": [{"role": "system", "content": "a system prompt alone"}]}
     (folder / "rl.jsonl").write_text(json.dumps(no_user) + "\n", encoding="utf-8")
     with pytest.raises(ValidationError, match=r"line 1: .*ending in user"):
         load_rl_prompts(folder)

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from personavlm.agent import reference
 from personavlm.agent.calls import CallSettings
-from personavlm.agent.context import prompt, response_message
+from personavlm.agent.context import response_message
 from personavlm.agent.exchange import (
     Exchange,
     close_session,
@@ -41,6 +42,7 @@ from personavlm.agent.retrieval import (
     check_retrieval,
     reference_hits,
 )
+from personavlm.agent.templates import Templates
 from personavlm.agent.trace import Trace, UpdateReport
 from personavlm.agent.update import (
     MAX_MEMORY_CHARS,
@@ -91,6 +93,10 @@ class AgentConfig:
     pem: bool = True
     skip_rule: SkipRule | str = SkipRule.PAPER
     retrieval: RetrievalMode | str = RetrievalMode.OURS
+    # A directory of prompt templates replacing the package's by file name (agent/
+    # templates.py; docs/reference-format.md lists the placeholders); checked when the
+    # Assistant is built.
+    prompts: str | None = None
 
     def __post_init__(self) -> None:
         if str(self.protocol) not in Protocol._value2member_map_:
@@ -154,6 +160,7 @@ class Assistant:
         self.config = config or AgentConfig()
         self.settings = CallSettings(self.config.max_tokens, self.config.temperature)
         protocol = Protocol(str(self.config.protocol))
+        self.templates = Templates.load(self.config.prompts)
         phase = UpdatePhase(
             store,
             model,
@@ -164,6 +171,7 @@ class Assistant:
             max_memory_chars=self.config.max_memory_chars,
             pem=self.config.pem,
             skip_rule=SkipRule(str(self.config.skip_rule)),
+            templates=self.templates,
         )
         self.worker = Worker(store, phase, max_attempts=self.config.max_attempts)
         self._user_locks: weakref.WeakValueDictionary[str, _UserLock] = (
@@ -329,13 +337,11 @@ class Assistant:
     ) -> tuple[str, Trace]:
         protocol = Protocol(str(self.config.protocol))
         trace = Trace(protocol.value)
-        messages = [
-            Message.text(
-                "system",
-                prompt(f"response_{protocol.value}", max_retrievals=self.config.max_retrievals),
-            ),
-            self._context(user_id, text, refs, when),
-        ]
+        messages = [self._context(user_id, text, refs, when)]
+        if protocol is Protocol.JSON:  # the tags weights were trained without a system prompt
+            limit = str(self.config.max_retrievals)
+            system = self.templates.text("response_json", MaxRetrievals=limit)
+            messages.insert(0, Message.text("system", system))
         answer = run_response(
             self.model,
             messages,
@@ -345,6 +351,7 @@ class Assistant:
             settings=self.settings,
             trace=trace,
             blobs=self.store.blobs,
+            templates=self.templates,
         )
         return answer, trace
 
@@ -391,6 +398,18 @@ class Assistant:
         recent = self.store.turns(user_id, start=when - SESSION_GAP, end=when) if known else []
         ids = list(dict.fromkeys(i for t in recent for i in t.image_ids))
         recent_images = {ref.id: ref for ref in self.store.images(ids)}
+        if Protocol(str(self.config.protocol)) is Protocol.TAGS:
+            return reference.step_message(
+                self.templates,
+                core=core,
+                personality=personality,
+                recent=recent,
+                recent_images=recent_images,
+                query=text,
+                query_images=refs,
+                time=when,
+                blobs=self.store.blobs,
+            )
         return response_message(
             core=core,
             personality=personality,

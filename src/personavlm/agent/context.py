@@ -1,21 +1,24 @@
-"""Prompts: the package's prompt texts and the messages the agent sends, built from memory.
+"""Prompts: the package's prompt texts, message parts, and the `json` protocol's messages.
 
-The response context has the pieces and shapes of PAPER.md section 8, so the released weights
-see what they were trained on: the core profile (`key: value`), the personality rendered by
-PEM, the recent conversation (every turn of the last 60 minutes, images where they occurred),
-and the user input `{'time': 'YYYY-MM-DD HH:MM (Weekday)', 'query': ...}`. Retrieved memory
-comes back as one user message with procedural, semantic and episodic blocks, images in order.
-Every piece of user or memory text passes through `protocol.escape` on its way in.
+The `tags` protocol's messages (the released weights' layout) are built in
+agent/reference.py; this module holds what both share (the templates, `PartsBuilder`,
+pictures read from the blob store) and the layout of our own `json` protocol: a system
+prompt, then one user message with the core profile (`key: value`), the personality
+rendered by PEM, the recent conversation (every turn of the last 60 minutes, images where
+they occurred), and the user input `{'time': 'YYYY-MM-DD HH:MM (Weekday)', 'query': ...}`.
+Retrieved memory comes back as one user message with procedural, semantic and episodic
+blocks, images in order. Every piece of user or memory text passes through
+`protocol.escape` on its way in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from importlib import resources
-from string import Template
+from functools import cache
 
 from personavlm.agent.protocol import escape
+from personavlm.agent.templates import Templates
 from personavlm.errors import NotFoundError, StoreError
 from personavlm.media.blobs import BlobStore
 from personavlm.memory.records import Hit, ImageRef, Memory, MemoryType, Turn
@@ -26,6 +29,7 @@ from personavlm.timeutil import display_time
 __all__ = [
     "PartsBuilder",
     "image_part",
+    "packaged_templates",
     "prompt",
     "render_core",
     "render_turns",
@@ -34,10 +38,16 @@ __all__ = [
 ]
 
 
+@cache
+def packaged_templates() -> Templates:
+    """The package's prompt templates (checked once per process)."""
+    return Templates.load()
+
+
 def prompt(name: str, **values: object) -> str:
-    """The prompt text `agent/prompts/<name>.txt`, with `$placeholders` filled in."""
-    text = resources.files("personavlm.agent").joinpath("prompts", f"{name}.txt").read_text()
-    return Template(text).substitute({k: str(v) for k, v in values.items()}).strip()
+    """The package's prompt text `agent/prompts/<name>.txt`, its `{Placeholders}` filled in
+    (agent/templates.py lists each prompt's)."""
+    return packaged_templates().text(name, **{k: str(v) for k, v in values.items()})
 
 
 def image_part(ref: ImageRef, blobs: BlobStore) -> ImagePart:
@@ -75,6 +85,10 @@ class PartsBuilder:
             else:
                 self._parts.append(part)
         return self
+
+    @property
+    def parts(self) -> list[Part]:
+        return list(self._parts)
 
     def message(self, role: Role) -> Message:
         return Message(role, tuple(self._parts))

@@ -161,12 +161,14 @@ def _retrieve_fields(body: str) -> dict[str, str | None]:
 
 
 def _scalar(value: str) -> str | None:
+    """A field's value without its quotes; the word null, quoted or not (the reference
+    prompt asks for `"null"`), is no value."""
     value = value.strip()
-    if value.lower() in ("", "null", "none"):
-        return None
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         value = value[1:-1].strip()
-    return value or None
+    if value.lower() in ("", "null", "none"):
+        return None
+    return value
 
 
 def _keywords(value: str | None) -> str:

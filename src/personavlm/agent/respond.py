@@ -14,8 +14,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from personavlm.agent import reference
 from personavlm.agent.calls import CallSettings, call_parsed
-from personavlm.agent.context import retrieval_message
+from personavlm.agent.context import packaged_templates, retrieval_message
 from personavlm.agent.protocol import (
     STEP_SCHEMA,
     Action,
@@ -27,6 +28,7 @@ from personavlm.agent.protocol import (
     unescape,
 )
 from personavlm.agent.retrieval import with_turns
+from personavlm.agent.templates import Templates
 from personavlm.agent.trace import (
     AnswerStep,
     FailureStep,
@@ -60,6 +62,7 @@ class _Loop:
     settings: CallSettings
     search: SearchFn
     blobs: BlobStore
+    templates: Templates
 
 
 def run_response(
@@ -72,10 +75,13 @@ def run_response(
     settings: CallSettings,
     trace: Trace,
     blobs: BlobStore,
+    templates: Templates | None = None,
 ) -> str:
-    """Run the protocol loop from `messages` (system + context); returns the answer.
-    Retrieved pictures are read from `blobs`."""
-    loop = _Loop(model, protocol, max_retrievals, settings, search, blobs)
+    """Run the protocol loop from `messages` (the opening prompt); returns the answer.
+    Retrieved pictures are read from `blobs`; `templates` (default: the package's) lay out
+    the tags protocol's retrieval message."""
+    templates = templates or packaged_templates()
+    loop = _Loop(model, protocol, max_retrievals, settings, search, blobs, templates)
     seen = _Seen()
     told_to_answer = False
     while True:
@@ -133,6 +139,8 @@ def _retrieve(loop: _Loop, action: RetrieveAction, seen: _Seen, trace: Trace) ->
             notes=window.notes,
         )
     )
+    if loop.protocol is Protocol.TAGS:  # the reference's blocks; the notes stay in the trace
+        return reference.retrieval_message(loop.templates, hits, loop.blobs)
     return retrieval_message(hits, window.notes, loop.max_retrievals - trace.retrievals, loop.blobs)
 
 

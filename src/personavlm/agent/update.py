@@ -21,12 +21,13 @@ history, can be undone, and happens exactly once.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from personavlm.agent.calls import CallSettings, call_parsed
-from personavlm.agent.context import PartsBuilder, prompt, render_core, render_turns
+from personavlm.agent.context import PartsBuilder, packaged_templates, render_core, render_turns
 from personavlm.agent.formats import (
     CONSOLIDATE_SCHEMA,
     EPISODIC_SCHEMA,
@@ -35,18 +36,25 @@ from personavlm.agent.formats import (
     Proposal,
     Topic,
     collecting_repairs,
-    is_null,
     parse_consolidation_json,
     parse_episodic_json,
     parse_episodic_tags,
-    parse_key_values,
     parse_reading_tags,
     parse_semantic_tags,
     parse_update_json,
 )
 from personavlm.agent.jobs import SessionJob, TurnJob, TurnReading, decode, finish
 from personavlm.agent.protocol import Protocol, escape
+from personavlm.agent.templates import Templates
 from personavlm.agent.trace import MemoryChange, ModelCall, Phase, UpdateReport
+from personavlm.agent.update_tags import (
+    MAX_PROCEDURAL,
+    read_procedures,
+    read_profile,
+    rewrite,
+    session_messages,
+    turn_messages,
+)
 from personavlm.errors import ConfigError
 from personavlm.media.blobs import BlobStore
 from personavlm.memory.queue import QueuedJob
@@ -60,9 +68,10 @@ from personavlm.timeutil import display_time
 
 __all__ = ["UpdatePhase"]
 
+_T = TypeVar("_T")
+
 # Semantic memories shown to the per-turn update as candidates for UPDATE / INVALIDATE.
 CANDIDATES = 8
-MAX_PROCEDURAL = 5  # PAPER.md section 2: "at most ~5 short third-person sentences"
 
 # What one update job may write, so that a model gone wrong (or a hostile turn steering it)
 # cannot flood memory: every operation is embedded, indexed, kept in history and, for
@@ -100,6 +109,7 @@ class UpdatePhase:
         max_memory_chars: int = MAX_MEMORY_CHARS,
         pem: bool = True,
         skip_rule: SkipRule = SkipRule.PAPER,
+        templates: Templates | None = None,
     ) -> None:
         for name, value in (
             ("max_turn_ops", max_turn_ops),
@@ -115,6 +125,7 @@ class UpdatePhase:
         self.max_turn_ops = max_turn_ops
         self.max_session_ops = max_session_ops
         self.max_memory_chars = max_memory_chars
+        self.templates = templates or packaged_templates()
         # pem=False is the paper's ablation: readings are still asked for (and reported) but
         # never absorbed, so the personality stays at its neutral start.
         self.pem = pem
@@ -141,11 +152,12 @@ class UpdatePhase:
         user_turn, answer = self.store.turns_by_ids(
             job.user_id, [typed.user_turn, typed.assistant_turn]
         )
-        candidates = self._candidates(job.user_id, user_turn, answer)
         if self.protocol is Protocol.JSON:
+            candidates = self._candidates(job.user_id, user_turn, answer)
             reading, proposals = self._turn_json(user_turn, answer, candidates, report.calls)
-        else:
-            reading, proposals = self._turn_tags(job.user_id, user_turn, answer, candidates, report)
+        else:  # the reference's semantic prompt shows no memories: it only adds
+            candidates = []
+            reading, proposals = self._turn_tags(job.user_id, user_turn, report)
         plan = self._plan_semantic(job.user_id, proposals, candidates, user_turn)
         turn_reading = TurnReading(reading, user_turn.id, user_turn.time) if self.pem else None
         applied = finish(self.store, job, plan.ops, turn_reading, skip_rule=self.skip_rule)
@@ -172,7 +184,8 @@ class UpdatePhase:
         shown = _render_candidates(candidates)
         head = f"## Existing semantic memories\n{shown}\n\n## The exchange\n"
         builder = self._exchange_message(head, user_turn, answer)
-        messages = [Message.text("system", prompt("update_json")), builder.message("user")]
+        system = Message.text("system", self.templates.text("update_json"))
+        messages = [system, builder.message("user")]
         result, _ = call_parsed(
             self.model,
             messages,
@@ -186,35 +199,23 @@ class UpdatePhase:
         return result
 
     def _turn_tags(
-        self,
-        user_id: str,
-        user_turn: Turn,
-        answer: Turn,
-        candidates: Sequence[Hit],
-        report: UpdateReport,
+        self, user_id: str, user_turn: Turn, report: UpdateReport
     ) -> tuple[Reading, list[Proposal]]:
-        # The reference's two calls: the personality reading over the recent conversation,
-        # then one semantic candidate for the latest exchange.
-        recent = self.store.turns(user_id, session_id=user_turn.session_id, end=answer.time)
-        images = {ref.id: ref for ref in self.store.images(_image_ids(recent))}
-        builder = PartsBuilder(self.store.blobs).text("## Conversation\n")
-        render_turns(builder, recent[-20:], images)
+        # The reference's two calls over the same input: the personality reading, then one
+        # semantic candidate.
+        personality, semantic = turn_messages(self.store, self.templates, user_id, user_turn)
         reading, _ = call_parsed(
             self.model,
-            [Message.text("system", prompt("personality_tags")), builder.message("user")],
+            [personality],
             parse_reading_tags,
             phase=Phase.UPDATE,
             purpose="personality",
             settings=self.settings,
             calls=report.calls,
         )
-        head = (
-            "## Existing memories\n" + _render_candidates(candidates) + "\n\n## Latest exchange\n"
-        )
-        builder = self._exchange_message(head, user_turn, answer)
         proposal, _ = call_parsed(
             self.model,
-            [Message.text("system", prompt("semantic_tags")), builder.message("user")],
+            [semantic],
             parse_semantic_tags,
             phase=Phase.UPDATE,
             purpose="semantic",
@@ -319,26 +320,85 @@ class UpdatePhase:
             finish(self.store, job, [])
             return
         exchanges = _exchanges(turns)
-        session = self._session_message(exchanges)
-        topics = self._topics(session, report.calls)
-        max_chars = self.max_memory_chars
-        ops, changes, dropped = _episodic_ops(topics, exchanges, max_chars)
         core = self.store.list(job.user_id, types=["core"], limit=1000)
         procedural = self.store.list(job.user_id, types=["procedural"], limit=1000)
-        core_kv, procedural_kv = self._consolidate(session, core, procedural, report.calls)
-        end = turns[-1].time
-        source = tuple(t.id for t in turns)
-        for kind, entries, current in (
-            (MemoryType.CORE, core_kv, core),
-            (MemoryType.PROCEDURAL, procedural_kv, procedural),
-        ):
-            keyed = _keyed_ops(kind, entries, current, source, end, max_chars)
-            ops += keyed.ops
-            changes += keyed.changes
-            dropped += keyed.dropped
+        if self.protocol is Protocol.JSON:
+            topics, keyed = self._session_json(exchanges, core, procedural, turns, report.calls)
+        else:
+            topics, keyed = self._session_tags(turns, core, procedural, report.calls)
+        max_chars = self.max_memory_chars
+        ops, changes, dropped = _episodic_ops(topics, exchanges, max_chars)
+        for part in keyed:
+            ops += part.ops
+            changes += part.changes
+            dropped += part.dropped
         ops, changes, over = _within_session_limit(ops, changes, self.max_session_ops, max_chars)
         applied = finish(self.store, job, ops)
         report.changes = _with_ids(changes, applied) + dropped + over
+
+    def _session_json(
+        self,
+        exchanges: Sequence[Sequence[Turn]],
+        core: Sequence[Memory],
+        procedural: Sequence[Memory],
+        turns: Sequence[Turn],
+        calls: list[ModelCall],
+    ) -> tuple[list[Topic], list[_Keyed]]:
+        """Our own protocol: topics in one call, then core and procedural changes per key."""
+        session = self._session_message(exchanges)
+        topics, _ = call_parsed(
+            self.model,
+            [Message.text("system", self.templates.text("episodic_json")), session.message("user")],
+            parse_episodic_json,
+            phase=Phase.SESSION,
+            purpose="episodic",
+            settings=self.settings,
+            calls=calls,
+            schema=EPISODIC_SCHEMA,
+        )
+        core_kv, procedural_kv = self._consolidate(session, core, procedural, calls)
+        end, source, max_chars = turns[-1].time, tuple(t.id for t in turns), self.max_memory_chars
+        keyed = [
+            _keyed_ops(MemoryType.CORE, core_kv, core, source, end, max_chars),
+            _keyed_ops(MemoryType.PROCEDURAL, procedural_kv, procedural, source, end, max_chars),
+        ]
+        return topics, keyed
+
+    def _session_tags(
+        self,
+        turns: Sequence[Turn],
+        core: Sequence[Memory],
+        procedural: Sequence[Memory],
+        calls: list[ModelCall],
+    ) -> tuple[list[Topic], list[_Keyed]]:
+        """The reference's three calls: topics, the new whole profile, the new whole
+        procedure list; the last two rewrite what is held (update_tags.rewrite)."""
+        messages = session_messages(self.store, self.templates, turns, core, procedural)
+        topics, _ = self._call_tags(messages.episodic, parse_episodic_tags, "episodic", calls)
+        profile, _ = self._call_tags(messages.core, read_profile, "core", calls)
+        procedures, _ = self._call_tags(messages.procedural, read_procedures, "procedural", calls)
+        end, source, max_chars = turns[-1].time, tuple(t.id for t in turns), self.max_memory_chars
+        keyed = []
+        for kind, entries, current in (
+            (MemoryType.CORE, profile, core),
+            (MemoryType.PROCEDURAL, procedures, procedural),
+        ):
+            done = rewrite(kind, entries, current, source=source, end=end, max_chars=max_chars)
+            keyed.append(_Keyed(done.ops, done.changes, done.dropped))
+        return topics, keyed
+
+    def _call_tags(
+        self, message: Message, parse: Callable[[str], _T], purpose: str, calls: list[ModelCall]
+    ) -> tuple[_T, str]:
+        return call_parsed(
+            self.model,
+            [message],
+            parse,
+            phase=Phase.SESSION,
+            purpose=purpose,
+            settings=self.settings,
+            calls=calls,
+        )
 
     def _session_message(self, exchanges: Sequence[Sequence[Turn]]) -> PartsBuilder:
         ids = [i for pair in exchanges for t in pair for i in t.image_ids]
@@ -348,25 +408,6 @@ class UpdatePhase:
             builder.text(f"[{index}] ")
             render_turns(builder, pair, images)
         return builder
-
-    def _topics(self, session: PartsBuilder, calls: list[ModelCall]) -> list[Topic]:
-        json_protocol = self.protocol is Protocol.JSON
-        result, _ = call_parsed(
-            self.model,
-            [
-                Message.text(
-                    "system", prompt("episodic_json" if json_protocol else "episodic_tags")
-                ),
-                session.message("user"),
-            ],
-            parse_episodic_json if json_protocol else parse_episodic_tags,
-            phase=Phase.SESSION,
-            purpose="episodic",
-            settings=self.settings,
-            calls=calls,
-            schema=EPISODIC_SCHEMA if json_protocol else None,
-        )
-        return result
 
     def _consolidate(
         self,
@@ -380,31 +421,17 @@ class UpdatePhase:
             f"## Current procedural memory\n{render_core(procedural)}\n\n"
         )
         user = _prefixed(memory, session, self.store.blobs)
-        if self.protocol is Protocol.JSON:
-            result, _ = call_parsed(
-                self.model,
-                [Message.text("system", prompt("consolidate_json")), user],
-                parse_consolidation_json,
-                phase=Phase.SESSION,
-                purpose="consolidate",
-                settings=self.settings,
-                calls=calls,
-                schema=CONSOLIDATE_SCHEMA,
-            )
-            return result
-        found = []
-        for name in ("core", "procedural"):
-            pairs, _ = call_parsed(
-                self.model,
-                [Message.text("system", prompt(f"{name}_tags")), user],
-                parse_key_values,
-                phase=Phase.SESSION,
-                purpose=name,
-                settings=self.settings,
-                calls=calls,
-            )
-            found.append([KeyValue(k, None if is_null(v) else v) for k, v in pairs])
-        return found[0], found[1]
+        result, _ = call_parsed(
+            self.model,
+            [Message.text("system", self.templates.text("consolidate_json")), user],
+            parse_consolidation_json,
+            phase=Phase.SESSION,
+            purpose="consolidate",
+            settings=self.settings,
+            calls=calls,
+            schema=CONSOLIDATE_SCHEMA,
+        )
+        return result
 
 
 # --------------------------------------------------------------------- helpers

@@ -128,7 +128,8 @@ class Oracle:
         # they are the same sessions. If that ever breaks, the targets would be misplaced.
         user = self._need(self.user, "a user")
         expected = sum(1 for t in user.turns if t.slot.session == session)
-        shown = len(re.findall(r"^\[(\d+)\] ", text_of(messages[-1]), flags=re.MULTILINE))
+        # One `Time:` line opens each exchange of the session in the tags prompts.
+        shown = len(re.findall(r"^Time: \d{4}-", text_of(messages[-1]), flags=re.MULTILINE))
         if shown != expected:
             raise ModelResponseError(
                 f"session {session} of {user.user_id} has {expected} exchanges in the world "
@@ -142,7 +143,8 @@ class Oracle:
         item = question.item
         rounds = sum(1 for m in messages if m.role == "assistant")
         if item.kind == "alignment":
-            return _alignment_answer(item, text_of(messages[1]))
+            opening = next(m for m in messages if m.role == "user")  # the prompt itself
+            return _alignment_answer(item, text_of(opening))
         if rounds == 0:
             keywords = question_keywords(item.query)
             return _step(_vary(item.id, _FIRST_THOUGHTS).format(topic=keywords), keywords)

@@ -25,6 +25,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from personavlm.agent.templates import SLOT
 from personavlm.models.base import ChatModel, Message, Reply, TextPart
 
 __all__ = ["RecordedCall", "RecordingModel", "call_kind", "text_of", "without_retries"]
@@ -92,32 +93,36 @@ def text_of(message: Message) -> str:
     return "".join(p.text for p in message.parts if isinstance(p, TextPart))
 
 
-def _system_text(messages: Sequence[Message]) -> str | None:
-    if not messages or messages[0].role != "system":
+def _opening_text(messages: Sequence[Message]) -> str | None:
+    """The text of the message that carries the agent's prompt: the system message (json
+    protocol), or the first user message (tags: the whole prompt is one user message)."""
+    if not messages or messages[0].role not in ("system", "user"):
         return None
     return text_of(messages[0])
 
 
 @cache
 def _prompt_patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
-    # A prompt with $placeholders (response_*: the retrieval budget) matches any filling.
+    # A template's {Placeholders} (profile, conversation, the retrieval budget) match any
+    # filling, over lines too.
     patterns = []
     folder = resources.files("personavlm.agent").joinpath("prompts")
     for name, kind in _PROMPT_KINDS.items():
         text = folder.joinpath(f"{name}.txt").read_text().strip()
-        pieces = re.split(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", text)
-        patterns.append((re.compile(r"\S+?".join(re.escape(p) for p in pieces) + r"\Z"), kind))
+        pieces = SLOT.split(text)[::2]  # split keeps the slot names at odd positions
+        joined = r"(?s:.*?)".join(re.escape(p) for p in pieces)
+        patterns.append((re.compile(joined + r"\Z"), kind))
     return tuple(patterns)
 
 
 def call_kind(messages: Sequence[Message]) -> str | None:
-    """Which agent call this is, by its system prompt; None for a call the agent did not
-    make (a caller's own prompt)."""
-    system = _system_text(messages)
-    if system is None:
+    """Which agent call this is, by its prompt (the package's templates); None for a call
+    the agent did not make (a caller's own prompt)."""
+    opening = _opening_text(messages)
+    if opening is None:
         return None
     for pattern, kind in _prompt_patterns():
-        if pattern.match(system.strip()):
+        if pattern.match(opening.strip()):
             return kind
     return None
 
