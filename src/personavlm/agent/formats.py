@@ -330,7 +330,7 @@ def parse_consolidation_json(text: str) -> tuple[list[KeyValue], list[KeyValue]]
 _LINE = re.compile(
     r"""^\s*(?:"(?P<dq>[^"]+)"|'(?P<sq>[^']+)'|(?P<bare>[^"':][^:]*?))\s*:\s*(?P<value>.*?)\s*,?\s*$"""
 )
-_SKIPPED = ("{", "}")
+_SKIPPED = ("{", "}", "{}")  # an empty object: no lines (the procedural prompt allows it)
 
 
 def parse_key_values(text: str) -> list[tuple[str, str]]:
