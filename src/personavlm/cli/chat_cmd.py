@@ -116,6 +116,15 @@ RetrievalOption = typer.Option(
 )
 
 
+PromptsOption = typer.Option(
+    None,
+    "--prompts",
+    help="A directory of prompt templates (<name>.txt, {Placeholder} slots) replacing the "
+    "package's by name: the reference's own, a fine-tune's (docs/reference-format.md). A "
+    "missing or unknown placeholder stops the command before any model call.",
+)
+
+
 class UpdateChoice(StrEnum):
     INLINE = "inline"
     BACKGROUND = "background"
@@ -435,6 +444,7 @@ def chat(
     no_pem: bool = NoPemOption,
     skip_rule: SkipRuleChoice = SkipRuleOption,
     retrieval: RetrievalChoice = RetrievalOption,
+    prompts: str | None = PromptsOption,
     db: str | None = DbOption,
     embedder: str | None = EmbedderOption,
     as_json: bool = typer.Option(
@@ -461,6 +471,7 @@ def chat(
             pem=not no_pem,
             skip_rule=skip_rule.value,
             retrieval=retrieval.value,
+            prompts=prompts,
         )
         spec = model_spec(model)
         out = TurnPrinter(as_json)
