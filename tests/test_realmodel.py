@@ -119,9 +119,27 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def smollm2() -> ChatModel:
+def gguf_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gguf-cache")
+
+
+@pytest.fixture(scope="module")
+def smollm2(gguf_cache: Path) -> ChatModel:
     ensure_bundled_model()
-    return models.load("local:smollm2")
+    return models.load("local:smollm2", gguf_cache=gguf_cache)  # converts, then keeps it
+
+
+def test_a_kept_conversion_loads_the_same_model_without_the_gguf_file(
+    smollm2: ChatModel, gguf_cache: Path
+) -> None:
+    [kept] = [p for p in gguf_cache.iterdir() if not p.name.startswith(".")]
+    assert (kept / "personavlm-gguf-cache.json").is_file()
+    assert list(kept.glob("*.safetensors")) and (kept / "tokenizer.json").is_file()
+    again = models.load("local:smollm2", gguf_cache=gguf_cache)
+    assert again.name == smollm2.name == "local:smollm2"
+    asked = [Message.text("user", "Name three colours.")]
+    first, second = (m.generate(asked, max_tokens=24) for m in (smollm2, again))
+    assert second.text == first.text and second.usage == first.usage  # the same weights
 
 
 @pytest.fixture

@@ -243,3 +243,19 @@ def test_serve_takes_the_pixel_limit_from_the_flag_or_the_environment(tmp_path: 
         service_config(db=db, env=env, max_image_pixels=0)
     with pytest.raises(ConfigError, match="picture limit"):
         make_config(tmp_path, max_image_pixels=0)
+
+
+def test_serve_keeps_converted_gguf_models_under_personavlm_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from personavlm import models
+    from personavlm.server import service as service_module
+
+    config = service_config(
+        db=str(tmp_path / "m.db"), model="local:smollm2", env={"PERSONAVLM_HOME": str(tmp_path)}
+    )
+    assert config.model_cache == tmp_path / "models"
+    asked: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr(models, "load", lambda spec, **options: asked.append((spec, options)))
+    service_module._load_model(config)
+    assert asked == [("local:smollm2", {"gguf_cache": tmp_path / "models"})]

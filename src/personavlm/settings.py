@@ -57,6 +57,11 @@ class Settings:
         return str(self.db_path)
 
     @property
+    def model_cache(self) -> Path:
+        """Where GGUF models are kept converted after their first load (models/gguf_cache.py)."""
+        return self.home / "models"
+
+    @property
     def blob_dir(self) -> Path:
         if self.blobs is not None:
             return self.blobs

@@ -151,6 +151,7 @@ def service_config(
         blob_dir=settings.blob_dir,
         model=spec,
         model_api_key=api_key(environ) if spec else None,
+        model_cache=settings.model_cache,
         admin_key=admin_key,
         host=host,
         port=port,

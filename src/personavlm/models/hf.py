@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import re
 import threading
 import time
@@ -68,6 +69,7 @@ from personavlm.errors import (
 )
 from personavlm.models import deadline
 from personavlm.models.base import ImagePart, Message, Reply, TextPart, Usage
+from personavlm.models.gguf_cache import cached_checkpoint, store_checkpoint
 from personavlm.models.qwen_vision import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_PIXELS,
@@ -81,6 +83,8 @@ from personavlm.models.schema_budget import fit_to_budget
 # Shares of max_tokens a constrained reply's schema is bounded to, one try each: the whole,
 # then half for a reply the whole was not enough for (see HFChatModel._generate_json).
 BUDGET_SHARES = (1.0, 0.5)
+
+log = logging.getLogger("personavlm.models")
 
 if TYPE_CHECKING:
     import torch
@@ -100,7 +104,7 @@ __all__ = [
 
 INSTALL_LOCAL = "pip install 'personavlm[local]' -c constraints.txt"
 # What `personavlm.models.load("hf:<path>", **options)` accepts.
-HF_OPTIONS = frozenset({"device", "dtype", "max_pixels", "min_pixels"})
+HF_OPTIONS = frozenset({"device", "dtype", "max_pixels", "min_pixels", "gguf_cache"})
 # Qwen2.5-VL's template adds this when the conversation has no system message.
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 VISION_START, IMAGE_PAD, VISION_END, VIDEO_PAD = (
@@ -145,6 +149,8 @@ class HFChatModel:
     `path` is a directory holding config.json, the weights and the tokenizer. `device` is a
     torch device ("cpu", "cuda", "cuda:1", "mps"); `dtype` one of auto (the checkpoint's),
     float32, bfloat16, float16. `max_pixels`/`min_pixels` bound an image's resized area.
+    `gguf_cache`: a folder where a GGUF file's de-quantised checkpoint is kept after its
+    first load, so later loads skip the conversion (models/gguf_cache.py); None: none kept.
     """
 
     def __init__(
@@ -157,23 +163,29 @@ class HFChatModel:
         min_pixels: int = DEFAULT_MIN_PIXELS,
         spec: str | None = None,
         max_tokens_cap: int | None = None,
+        gguf_cache: str | Path | None = None,
     ) -> None:
         source = _checkpoint_source(path)
+        cache = Path(gguf_cache) if gguf_cache is not None and source.gguf_file else None
+        converted = cached_checkpoint(source.path, cache) if cache is not None else None
         self._path = source.path
         self._spec = spec or f"hf:{self._path}"
         # What replies name: the path for hf: (as before), the spec alone for a named model.
         self._reply_model = spec or str(self._path)
         # A bundled model's own limit on one reply (models/bundled.py says why).
         self._max_tokens_cap = max_tokens_cap
-        _require_local_stack(gguf=source.gguf_file is not None)
+        loaded = source if converted is None else _Source(converted)
+        _require_local_stack(gguf=loaded.gguf_file is not None)
         torch_device = _torch_device(device)
         torch_dtype = _torch_dtype(dtype)
-        config = _load_config(source)
+        config = _load_config(loaded)
         vision_class = _vision_class(self._path, config)
-        self._tokenizer = _load_tokenizer(source)
-        self._model = _load_model(source, vision_class, torch_dtype, torch_device)
+        self._tokenizer = _load_tokenizer(loaded)
+        self._model = _load_model(loaded, vision_class, torch_dtype, torch_device)
+        if cache is not None and converted is None:
+            _keep_conversion(source.path, cache, self._model, self._tokenizer)
         self._device = torch_device
-        self._template = _chat_template(source, self._tokenizer)
+        self._template = _chat_template(loaded, self._tokenizer)
         self._vision: VisionPreprocessing | None = None
         # -1 matches no token id: a text-only model has no image placeholder.
         self._image_token_id = -1
@@ -595,6 +607,22 @@ class _Source:
         if self.gguf_file is not None:
             options["gguf_file"] = self.gguf_file
         return options
+
+
+def _keep_conversion(gguf: Path, cache: Path, model: Any, tokenizer: Any) -> None:
+    # The model is loaded: a cache that cannot be written costs the next start its time,
+    # nothing else, so it is a warning here, not a failure of this load.
+    try:
+        kept = store_checkpoint(gguf, cache, model, tokenizer)
+    except OSError as exc:
+        log.warning(
+            "could not keep the converted %s in %s (%s); the next load converts it again",
+            gguf.name,
+            cache,
+            exc,
+        )
+    else:
+        log.info("kept the converted %s in %s for later loads", gguf.name, kept)
 
 
 def _cap_note(model: HFChatModel, capped: bool) -> str:

@@ -65,11 +65,7 @@ class Service:
             # when their lease runs out.
             release_orphaned_claims(store)
             if self.config.model is not None:
-                self._model = self.metrics.metered(
-                    _load_model(
-                        self.config.model, self.config.model_api_key, self.config.model_timeout_s
-                    )
-                )
+                self._model = self.metrics.metered(_load_model(self.config))
                 agent = AgentConfig(protocol=self.config.protocol, update=self.config.update)
                 self._assistant = Assistant(store, self._model, agent)
                 self._assistant.worker.on_failure = lambda report: (
@@ -135,12 +131,17 @@ class Service:
             self.config.announce_admin_key(secret)
 
 
-def _load_model(spec: str, api_key: str | None, timeout_s: float) -> ChatModel:
+def _load_model(config: ServiceConfig) -> ChatModel:
     # Only the OpenAI-compatible backend takes a key and a network timeout (each try gets at
-    # most the request's whole budget; the budget itself bounds the tries together).
+    # most the request's whole budget; the budget itself bounds the tries together); the
+    # in-process one keeps a GGUF file converted for the next start.
+    spec = config.model
+    assert spec is not None
     options: dict[str, object] = {}
     if spec.startswith("openai:"):
-        options = {"api_key": api_key, "timeout_s": timeout_s}
+        options = {"api_key": config.model_api_key, "timeout_s": config.model_timeout_s}
+    elif spec.startswith(("hf:", "local:")) and config.model_cache is not None:
+        options = {"gguf_cache": config.model_cache}
     return models.load(spec, **options)
 
 
