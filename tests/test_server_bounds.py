@@ -259,3 +259,18 @@ def test_serve_keeps_converted_gguf_models_under_personavlm_home(
     monkeypatch.setattr(models, "load", lambda spec, **options: asked.append((spec, options)))
     service_module._load_model(config)
     assert asked == [("local:smollm2", {"gguf_cache": tmp_path / "models"})]
+
+
+def test_chat_keeps_converted_gguf_models_under_personavlm_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from personavlm import models
+    from personavlm.cli.chat_cmd import load_model
+
+    monkeypatch.setenv("PERSONAVLM_HOME", str(tmp_path))
+    asked: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr(models, "load", lambda spec, **options: asked.append((spec, options)))
+    load_model("hf:/models/tiny.gguf")
+    load_model("openai:m@http://127.0.0.1:9/v1")
+    assert asked[0] == ("hf:/models/tiny.gguf", {"gguf_cache": tmp_path / "models"})
+    assert "gguf_cache" not in asked[1][1]

@@ -22,11 +22,14 @@ from personavlm.errors import ConfigError
 __all__ = [
     "DEFAULT_EMBEDDER",
     "DEFAULT_MODEL",
+    "MODEL_CACHE_NAME",
     "NO_MODEL",
     "Settings",
     "api_key",
     "embedder_name",
+    "home_dir",
     "load_settings",
+    "model_cache_dir",
     "model_choice",
     "model_spec",
     "named_secret",
@@ -38,6 +41,7 @@ DEFAULT_EMBEDDER = "minilm"
 DEFAULT_MODEL = "local:smollm2"
 NO_MODEL = "none"
 _DEFAULT_HOME = Path("~/.local/share/personavlm")
+MODEL_CACHE_NAME = "models"  # under the home: GGUF models kept converted
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,7 @@ class Settings:
     @property
     def model_cache(self) -> Path:
         """Where GGUF models are kept converted after their first load (models/gguf_cache.py)."""
-        return self.home / "models"
+        return self.home / MODEL_CACHE_NAME
 
     @property
     def blob_dir(self) -> Path:
@@ -78,7 +82,7 @@ def load_settings(
 ) -> Settings:
     """Resolve settings from explicit values first, then the environment, then defaults."""
     environ = os.environ if env is None else env
-    home = Path(environ.get("PERSONAVLM_HOME") or _DEFAULT_HOME).expanduser()
+    home = home_dir(environ)
     location = db or environ.get("PERSONAVLM_DB") or str(home / "personavlm.db")
     blobs = environ.get("PERSONAVLM_BLOBS", "").strip()
     blob_dir = Path(blobs).expanduser().resolve() if blobs else None
@@ -86,6 +90,17 @@ def load_settings(
     if location.startswith(("postgresql://", "postgres://")):
         return Settings(db_path=None, home=home, embedder=name, db_url=location, blobs=blob_dir)
     return Settings(db_path=_sqlite_path(location), home=home, embedder=name, blobs=blob_dir)
+
+
+def home_dir(env: Mapping[str, str] | None = None) -> Path:
+    """PERSONAVLM_HOME, else ~/.local/share/personavlm."""
+    environ = os.environ if env is None else env
+    return Path(environ.get("PERSONAVLM_HOME") or _DEFAULT_HOME).expanduser()
+
+
+def model_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where GGUF models are kept converted (for commands that open no store)."""
+    return home_dir(env) / MODEL_CACHE_NAME
 
 
 def embedder_name(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:

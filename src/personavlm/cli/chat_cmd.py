@@ -42,7 +42,7 @@ from personavlm.errors import (
     StoreError,
     ValidationError,
 )
-from personavlm.settings import api_key, model_spec
+from personavlm.settings import api_key, model_cache_dir, model_spec
 from personavlm.timeutil import display_time, parse_time
 
 if TYPE_CHECKING:
@@ -142,12 +142,17 @@ def load_model(spec: str) -> ChatModel:
     """The model a spec names; openai: specs get the API key from the environment."""
     from personavlm import models
 
-    options = {"api_key": api_key()} if spec.startswith("openai:") else {}
+    options: dict[str, object] = {}
+    if spec.startswith("openai:"):
+        options = {"api_key": api_key()}
+    elif spec.startswith(("hf:", "local:")):  # a GGUF file is kept converted for next time
+        options = {"gguf_cache": model_cache_dir()}
     if spec.startswith("local:"):
         # The default when nothing is configured: say what loads, and why it takes a while.
         typer.echo(
-            f"loading the bundled model {spec} (a tiny demonstration; about 25 s on 2 cores; "
-            "attach a real one with --model, see docs/models.md)",
+            f"loading the bundled model {spec} (a tiny demonstration; about 25 s on 2 cores "
+            "the first time, then kept converted; attach a real one with --model, see "
+            "docs/models.md)",
             err=True,
         )
     return models.load(spec, **options)
