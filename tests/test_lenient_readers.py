@@ -16,6 +16,7 @@ from personavlm.agent.formats import (
     parse_consolidation_json,
     parse_episodic_tags,
     parse_key_values,
+    parse_reading_tags,
     parse_semantic_tags,
     parse_update_json,
 )
@@ -121,3 +122,17 @@ def test_response_steps_and_updates_share_one_reader_for_json() -> None:
         '"keywords": ["x\\udc00"]}]}'
     )
     assert operation.content == "a\ufffdb" and operation.keywords == ("x\ufffd",)
+
+
+def test_a_reading_with_numbered_or_bulleted_traits_is_read_and_noted() -> None:
+    numbered = "1. Openness: 4\n2. Conscientiousness: 3\n3) extraversion: 2\n"
+    bulleted = "- agreeableness: 5\n* Neuroticism: 1"
+    with collecting_repairs() as notes:
+        reading = parse_reading_tags(numbered + bulleted)
+    assert reading.to_dict() == {
+        "openness": 4, "conscientiousness": 3, "extraversion": 2, "agreeableness": 5,
+        "neuroticism": 1,
+    }  # fmt: skip
+    assert notes == ["removed list markers before the traits"]
+    with pytest.raises(ProtocolError, match="must be an integer"):
+        parse_reading_tags("1. Openness: -\n2. Conscientiousness: 3")  # no value is no guess

@@ -369,9 +369,16 @@ def _unquote(value: str) -> str:
     return value
 
 
+# A list marker before a trait ("1. Openness: 3", "- openness: 3"): SmolLM2 numbers them.
+_LIST_MARKER = re.compile(r"^([ \t]*)(?:\d{1,2}[.)]|[-*•])[ \t]+(?=[\"']?[A-Za-z])", re.MULTILINE)
+
+
 def parse_reading_tags(text: str) -> Reading:
+    unmarked = _LIST_MARKER.sub(r"\1", text)
+    if unmarked != text:
+        _repaired("removed list markers before the traits")
     try:
-        return parse_reading(text)
+        return parse_reading(unmarked)
     except ValidationError as exc:
         raise ProtocolError(str(exc)) from exc
 
