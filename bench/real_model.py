@@ -11,11 +11,14 @@ Three parts, all greedy, one model loaded once (torch on --threads threads):
    json protocol with constrained decoding, json protocol without (the schema withheld from
    the model, so the readers get the raw text), and the tags protocol (the released
    weights' format; never constrained). Every model call goes through a recorder that tells
-   the call kinds apart by their system prompt (agent/prompts/*.txt) and notes retries; the
+   the call kinds apart by their prompt (train/recorder.py `call_kind`) and notes retries; the
    agent's own reader for that kind then says whether the reply was read on the first try,
    after the one retry, or not at all (a reply cut by the grammar at max_tokens is a
    failure of that call). Per kind: those shares, p50/p95 latency of one call, and
    tokens/s (completion tokens over generation time, all calls of the kind).
+   A fourth mode, "tags-each", asks every tags update prompt for itself (personality
+   and semantic per turn; episodic, core and procedural for the session), so kinds the
+   agent reaches only after a readable predecessor are measured too.
 2. One turn end to end, json + constraints, the MiniLM encoder as shipped: respond() wall
    time with update="inline" (answer and memory update) and update="background" (answer
    only; the queue is drained, untimed, before the next message), p50/p95 over --turns.
@@ -53,44 +56,31 @@ from personavlm.agent import (  # noqa: E402
     Assistant,
     Protocol,
     formats,
+    update_tags,
 )
+from personavlm.agent.calls import CallSettings, call_parsed  # noqa: E402
 from personavlm.agent.protocol import parse_step  # noqa: E402
+from personavlm.agent.templates import Templates  # noqa: E402
+from personavlm.agent.trace import Phase  # noqa: E402
 from personavlm.embed import HashingEmbedder  # noqa: E402
 from personavlm.embed import load as load_embedder  # noqa: E402
 from personavlm.errors import ModelError, PersonaVLMError  # noqa: E402
 from personavlm.memory import MemoryStore  # noqa: E402
 from personavlm.models import ChatModel, Message, Reply, TextPart  # noqa: E402
+from personavlm.train.recorder import call_kind  # noqa: E402
 
 USER = "maya"
-MODES = ("json+constraints", "json", "tags")
+MODES = ("json+constraints", "json", "tags", "tags-each")
 KIND_ORDER = ("step", "update", "personality", "semantic", "episodic", "consolidate", "core",
               "procedural")  # fmt: skip
-# Which prompt file starts each kind of call (agent/prompts/<file>.txt).
-PROMPT_KINDS = {
-    "response_json": "step",
-    "response_tags": "step",
-    "update_json": "update",
-    "personality_tags": "personality",
-    "semantic_tags": "semantic",
-    "episodic_json": "episodic",
-    "episodic_tags": "episodic",
-    "consolidate_json": "consolidate",
-    "core_tags": "core",
-    "procedural_tags": "procedural",
-}
 RETRY_MARK = "Your reply could not be read"
 
 
-def _prefixes() -> dict[str, str]:
-    folder = resources.files("personavlm.agent").joinpath("prompts")
-    out = {}
-    for name, kind in PROMPT_KINDS.items():
-        text = folder.joinpath(f"{name}.txt").read_text().strip()
-        out[text.split("$", 1)[0][:60]] = kind
-    return out
-
-
-PREFIXES = _prefixes()
+def kind_of(messages: Sequence[Message]) -> str:
+    """The agent call's kind by its prompt (the recorder of the training data tells them
+    apart; its "reasoning" is the response step here)."""
+    kind = call_kind(messages) or "?"
+    return "step" if kind == "reasoning" else kind
 
 
 def _text(message: Message) -> str:
@@ -127,8 +117,7 @@ class Recorder:
         temperature: float = 0.0,
         schema: Mapping[str, Any] | None = None,
     ) -> Reply:
-        system = _text(messages[0])
-        kind = next((k for prefix, k in PREFIXES.items() if system.startswith(prefix)), "?")
+        kind = kind_of(messages)
         retry = RETRY_MARK in _text(messages[-1])
         started = time.perf_counter()
         try:
@@ -159,8 +148,8 @@ def readers(protocol: Protocol) -> dict[str, Callable[[str], object]]:
         "semantic": formats.parse_semantic_tags,
         "episodic": formats.parse_episodic_json if json_protocol else formats.parse_episodic_tags,
         "consolidate": formats.parse_consolidation_json,
-        "core": formats.parse_key_values,
-        "procedural": formats.parse_key_values,
+        "core": update_tags.read_profile,
+        "procedural": update_tags.read_procedures,
     }
 
 
@@ -244,6 +233,84 @@ def call_kinds(model: ChatModel, mode: str, turns: int, max_tokens: int) -> dict
             "p50_s": percentile(latencies, 0.5),
             "p95_s": percentile(latencies, 0.95),
             "tokens_per_s": sum(r.completion_tokens for r in records) / sum(latencies),
+        }
+    return kinds
+
+
+def tags_each_kind(model: ChatModel, turns: int, max_tokens: int) -> dict[str, Any]:
+    """Every tags prompt asked for itself: in the agent a kind runs only after a readable
+    predecessor (semantic after personality, core and procedural after the session), so
+    with a model that fails the first, the rest are never measured. Here the conversation is
+    recorded once (answers by the model, updates left queued), then each turn's personality
+    and semantic prompts and the session's episodic, core and procedural prompts are built
+    as the update phase builds them and sent, each read by its own reader with the agent's
+    one retry."""
+    config = AgentConfig(protocol=Protocol.TAGS, update="queue", max_tokens=max_tokens,
+                         max_retrievals=1)  # fmt: skip
+    settings = CallSettings(max_tokens=max_tokens)
+    read = readers(Protocol.TAGS)
+    records: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        store = MemoryStore.open(Path(folder) / "m.db", embedder=HashingEmbedder())
+        try:
+            with Assistant(store, model, config) as assistant:
+                for when, text in sample_turns(turns):
+                    assistant.respond(USER, text, time=when)
+            templates = Templates.load()
+            history = store.turns(USER)
+            asked: list[tuple[str, Message]] = []
+            for turn in (t for t in history if t.role == "user"):
+                personality, semantic = update_tags.turn_messages(store, templates, USER, turn)
+                asked += [("personality", personality), ("semantic", semantic)]
+            session = update_tags.session_messages(store, templates, history, [], [])
+            asked += [("episodic", session.episodic), ("core", session.core),
+                      ("procedural", session.procedural)]  # fmt: skip
+            for kind, message in asked:
+                records.append(_ask_once(model, kind, message, read[kind], settings))
+        finally:
+            store.close()
+    return _summarise_each(records)
+
+
+def _ask_once(
+    model: ChatModel,
+    kind: str,
+    message: Message,
+    reader: Callable[[str], object],
+    settings: CallSettings,
+) -> dict[str, Any]:
+    calls: list[Any] = []
+    started = time.perf_counter()
+    try:
+        call_parsed(model, [message], reader, phase=Phase.UPDATE, purpose=kind, settings=settings,
+                    calls=calls)  # fmt: skip
+        outcome = "first" if len(calls) == 1 else "retry"
+    except PersonaVLMError:
+        outcome = "failed"
+    return {
+        "kind": kind,
+        "outcome": outcome,
+        "calls": len(calls),
+        "latency_s": (time.perf_counter() - started) / max(1, len(calls)),
+        "completion_tokens": sum(c.completion_tokens for c in calls),
+        "errors": [c.error for c in calls if c.error],
+    }
+
+
+def _summarise_each(records: list[dict[str, Any]]) -> dict[str, Any]:
+    kinds: dict[str, Any] = {"_records": records}
+    for kind in KIND_ORDER:
+        mine = [r for r in records if r["kind"] == kind]
+        if not mine:
+            continue
+        latencies = [r["latency_s"] for r in mine]
+        seconds = sum(r["latency_s"] * r["calls"] for r in mine)
+        kinds[kind] = {
+            "outcomes": dict(Counter(r["outcome"] for r in mine)),
+            "calls": sum(r["calls"] for r in mine),
+            "p50_s": percentile(latencies, 0.5),
+            "p95_s": percentile(latencies, 0.95),
+            "tokens_per_s": sum(r["completion_tokens"] for r in mine) / seconds,
         }
     return kinds
 
@@ -381,7 +448,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=6)
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated")
     parser.add_argument("--skip", default="", help="parts to skip: kinds,e2e,runtime")
     args = parser.parse_args()
     import torch
@@ -402,7 +469,12 @@ def main() -> None:
     }
     if "kinds" not in skip:
         for mode in args.modes.split(","):
-            results["kinds"][mode] = call_kinds(model, mode, args.turns, args.max_tokens)
+            measure = tags_each_kind if mode == "tags-each" else None
+            results["kinds"][mode] = (
+                measure(model, args.turns, args.max_tokens)
+                if measure is not None
+                else call_kinds(model, mode, args.turns, args.max_tokens)
+            )
             print(f"{mode}: done", file=sys.stderr, flush=True)
     if "e2e" not in skip:
         results["end_to_end"] = end_to_end(model, args.turns, args.max_tokens)
