@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
+from personavlm.agent import reference
 from personavlm.agent.calls import CallSettings, call_parsed
 from personavlm.agent.context import PartsBuilder, packaged_templates, render_core, render_turns
 from personavlm.agent.formats import (
@@ -319,7 +320,7 @@ class UpdatePhase:
         if not turns:  # the user deleted the turns since; nothing to summarise
             finish(self.store, job, [])
             return
-        exchanges = _exchanges(turns)
+        exchanges = reference.exchanges_of(turns)  # numbered as the reference numbers them
         core = self.store.list(job.user_id, types=["core"], limit=1000)
         procedural = self.store.list(job.user_id, types=["procedural"], limit=1000)
         if self.protocol is Protocol.JSON:
@@ -471,17 +472,6 @@ def _norm(text: str) -> str:
 
 def _image_ids(turns: Sequence[Turn]) -> list[str]:
     return list(dict.fromkeys(i for t in turns for i in t.image_ids))
-
-
-def _exchanges(turns: Sequence[Turn]) -> list[list[Turn]]:
-    """A session as the reference numbers it: one entry per user turn with its replies."""
-    exchanges: list[list[Turn]] = []
-    for turn in turns:
-        if turn.role == "user" or not exchanges:
-            exchanges.append([turn])
-        else:
-            exchanges[-1].append(turn)
-    return exchanges
 
 
 def _episodic_ops(
