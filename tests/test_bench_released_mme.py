@@ -187,7 +187,7 @@ def test_a_run_from_before_the_switches_resumes_with_their_defaults(tmp_path: Pa
     _bench(data, out)
     run_json = out / "run.json"
     stored = json.loads(run_json.read_text())
-    for key in ("pem", "skip_rule", "retrieval"):
+    for key in ("pem", "skip_rule", "retrieval", "prompts"):
         del stored["config"][key]
     run_json.write_text(json.dumps(stored))
     assert _bench(data, out)["data"]["items"] == 7
@@ -197,3 +197,19 @@ def test_a_run_from_before_the_switches_resumes_with_their_defaults(tmp_path: Pa
          "--embedder", "hashing", "--retrieval", "none"],
     )  # fmt: skip
     assert result.exit_code != 0 and "retrieval: 'ours' -> 'none'" in result.output
+
+
+def test_prompts_are_checked_before_the_run_and_recorded(tmp_path: Path) -> None:
+    data = released(tmp_path / "mme")
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    (folder / "core_tags.txt").write_text("{UserProfile} only", encoding="utf-8")
+    args = ["bench", "persona-mme", "--data", str(data), "--mode", "random", "--out",
+            str(tmp_path / "bad"), "--embedder", "hashing", "--prompts", str(folder)]  # fmt: skip
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 3 and "missing placeholder" in refused.output
+    assert not (tmp_path / "bad").exists()  # nothing started
+    (folder / "core_tags.txt").write_text("{UserProfile} then {DialogHistory}", encoding="utf-8")
+    report = _bench(data, tmp_path / "run", "--prompts", str(folder))
+    assert report["config"]["prompts"] == str(folder.resolve())
+    assert f"prompts {folder.resolve()}" in (tmp_path / "run" / "report.md").read_text()

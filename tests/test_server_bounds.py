@@ -274,3 +274,16 @@ def test_chat_keeps_converted_gguf_models_under_personavlm_home(
     load_model("openai:m@http://127.0.0.1:9/v1")
     assert asked[0] == ("hf:/models/tiny.gguf", {"gguf_cache": tmp_path / "models"})
     assert "gguf_cache" not in asked[1][1]
+
+
+def test_serve_checks_its_prompts_before_it_starts(tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    (folder / "response_tags.txt").write_text("{UserQuery} and {Nonsense}", encoding="utf-8")
+    env = {"PERSONAVLM_HOME": str(tmp_path)}
+    with pytest.raises(ConfigError, match=r"unknown placeholder.*\{Nonsense\}"):
+        service_config(db=str(tmp_path / "m.db"), prompts=str(folder), env=env)
+    (folder / "response_tags.txt").unlink()
+    (folder / "core_tags.txt").write_text("{DialogHistory} {UserProfile}", encoding="utf-8")
+    config = service_config(db=str(tmp_path / "m.db"), prompts=str(folder), env=env)
+    assert config.prompts == str(folder.resolve())

@@ -76,6 +76,7 @@ class RunConfig:
     pem: bool = True
     skip_rule: str = "paper"
     retrieval: str = "ours"
+    prompts: str | None = None  # a directory of prompt templates (rag mode); None: ours
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -88,7 +89,12 @@ class RunConfig:
 
 
 # Fields added to RunConfig after its first runs, with the value those runs used.
-_DEFAULTS: dict[str, Any] = {"pem": True, "skip_rule": "paper", "retrieval": "ours"}
+_DEFAULTS: dict[str, Any] = {
+    "pem": True,
+    "skip_rule": "paper",
+    "retrieval": "ours",
+    "prompts": None,
+}
 
 
 def execute(
@@ -156,6 +162,7 @@ def _parts(
             pem=config.pem,
             skip_rule=config.skip_rule,
             retrieval=config.retrieval,
+            prompts=config.prompts,
         )
         assistant = Assistant(store, model, agent)
         return AgentIngest(assistant), AgentReader(assistant), assistant
@@ -245,7 +252,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         f"- model: {config['model'] or '(none)'}; protocol {config['protocol']}; "
         f"embedder {config['embedder']}; seed {config['seed']}",
         f"- switches: PEM {'on' if config.get('pem', True) else 'off'}; skip rule "
-        f"{config.get('skip_rule', 'paper')}; retrieval {config.get('retrieval', 'ours')}",
+        f"{config.get('skip_rule', 'paper')}; retrieval {config.get('retrieval', 'ours')}; "
+        f"prompts {config.get('prompts') or 'the package'}",
         f"- personavlm {report['personavlm']}, Python {report['python']}",
         f"- overall (robust / reference parser): {_pct(scores['robust']['overall'])} / "
         f"{_pct(scores['reference']['overall'])}; unparsed answers: "

@@ -14,11 +14,13 @@ from personavlm.agent.protocol import Protocol
 from personavlm.cli.chat_cmd import (
     ModelOption,
     NoPemOption,
+    PromptsOption,
     ProtocolOption,
     RetrievalChoice,
     RetrievalOption,
     SkipRuleChoice,
     SkipRuleOption,
+    checked_prompts_dir,
     load_model,
 )
 from personavlm.cli.common import EmbedderOption, JsonOption, emit, fail_on_errors, progress_bar
@@ -140,6 +142,7 @@ class Ablations(NamedTuple):
     pem: bool
     skip_rule: str
     retrieval: str
+    prompts: str | None = None  # a --prompts directory (rag mode)
 
 
 OutOption = typer.Option(
@@ -196,6 +199,7 @@ def persona_mme(
     no_pem: bool = NoPemOption,
     skip_rule: SkipRuleChoice = SkipRuleOption,
     retrieval: RetrievalChoice = RetrievalOption,
+    prompts: str | None = PromptsOption,
     embedder: str | None = EmbedderOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -220,7 +224,7 @@ def persona_mme(
             max_tokens,
             seed,
             embedder,
-            Ablations(not no_pem, skip_rule.value, retrieval.value),
+            Ablations(not no_pem, skip_rule.value, retrieval.value, checked_prompts_dir(prompts)),
         )
         loaded = load_persona_mme(data, questions_file=questions, users=users)
         describe = {"questions_file": str(loaded.source), "question_records": loaded.questions}
@@ -249,6 +253,7 @@ def personamem(
     no_pem: bool = NoPemOption,
     skip_rule: SkipRuleChoice = SkipRuleOption,
     retrieval: RetrievalChoice = RetrievalOption,
+    prompts: str | None = PromptsOption,
     embedder: str | None = EmbedderOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -273,7 +278,7 @@ def personamem(
             max_tokens,
             seed,
             embedder,
-            Ablations(not no_pem, skip_rule.value, retrieval.value),
+            Ablations(not no_pem, skip_rule.value, retrieval.value, checked_prompts_dir(prompts)),
         )
         loaded = load_personamem(
             questions, contexts, session_exchanges=session_exchanges, limit=limit
@@ -322,6 +327,7 @@ def _config(
         pem=ablations.pem,
         skip_rule=ablations.skip_rule,
         retrieval=ablations.retrieval,
+        prompts=ablations.prompts,
     )
 
 

@@ -125,6 +125,18 @@ PromptsOption = typer.Option(
 )
 
 
+def checked_prompts_dir(prompts: str | None) -> str | None:
+    """A --prompts directory, its templates checked now (a missing or unknown placeholder
+    stops the command with one line, before a model loads or a service starts), as an
+    absolute path to record."""
+    if prompts is None:
+        return None
+    from personavlm.agent.templates import Templates
+
+    Templates.load(prompts)
+    return str(Path(prompts).resolve())
+
+
 class UpdateChoice(StrEnum):
     INLINE = "inline"
     BACKGROUND = "background"

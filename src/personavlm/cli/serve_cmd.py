@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from personavlm.agent.protocol import Protocol
+from personavlm.cli.chat_cmd import PromptsOption, checked_prompts_dir
 from personavlm.cli.common import DbOption, EmbedderOption, fail_on_errors
 from personavlm.errors import ConfigError, MissingDependencyError
 from personavlm.media.blobs import DEFAULT_MAX_PIXELS
@@ -88,6 +89,7 @@ def serve(
         help="Seconds one chat turn may spend on the model in all (retries included); "
         "past that the turn fails with 502 and the message is kept.",
     ),
+    prompts: str | None = PromptsOption,
 ) -> None:
     """Serve the personalised model, the memory API and the web page over HTTP.
 
@@ -110,6 +112,7 @@ def serve(
             max_image_pixels=max_image_pixels,
             max_inflight=max_inflight,
             model_timeout=model_timeout,
+            prompts=prompts,
         )
         if config.model is not None:
             from personavlm import models
@@ -134,6 +137,7 @@ def service_config(
     max_image_pixels: int | None = None,
     max_inflight: int = 8,
     model_timeout: float = 120.0,
+    prompts: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ServiceConfig:
     """Flags and the environment as one ServiceConfig (`env` defaults to os.environ)."""
@@ -152,6 +156,7 @@ def service_config(
         model=spec,
         model_api_key=api_key(environ) if spec else None,
         model_cache=settings.model_cache,
+        prompts=checked_prompts_dir(prompts),
         admin_key=admin_key,
         host=host,
         port=port,

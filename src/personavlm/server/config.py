@@ -54,6 +54,8 @@ class ServiceConfig:
     blob_dir: Path | None = None  # None: the store's default (beside a SQLite file)
     model: str | None = None  # a model spec for personavlm.models.load; None: no chat
     model_api_key: str | None = None  # for openai: specs
+    # A directory of prompt templates replacing the package's (agent/templates.py).
+    prompts: str | None = None
     # Where a GGUF model (hf:*.gguf, local:) is kept converted after its first load.
     model_cache: Path | None = None
     admin_key: str | None = None  # registered (hashed) at start; None: generate if none

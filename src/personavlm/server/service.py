@@ -66,7 +66,11 @@ class Service:
             release_orphaned_claims(store)
             if self.config.model is not None:
                 self._model = self.metrics.metered(_load_model(self.config))
-                agent = AgentConfig(protocol=self.config.protocol, update=self.config.update)
+                agent = AgentConfig(
+                    protocol=self.config.protocol,
+                    update=self.config.update,
+                    prompts=self.config.prompts,
+                )
                 self._assistant = Assistant(store, self._model, agent)
                 self._assistant.worker.on_failure = lambda report: (
                     self.metrics.count_update_job_failed(report.kind)
