@@ -13,6 +13,7 @@ released weights write.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from personavlm.agent.formats import parse_episodic_tags, parse_reading_tags, pa
 from personavlm.agent.protocol import AnswerAction, Protocol, RetrieveAction, parse_step
 from personavlm.agent.templates import Templates
 from personavlm.agent.update_tags import read_procedures, read_profile
+from personavlm.bench.mcq import Item, prompt_text
 from personavlm.errors import ConfigError
 from personavlm.memory import MemoryStore
 from personavlm.models import OpenAIChatModel
@@ -250,3 +252,30 @@ def test_the_tags_readers_take_the_reference_reply_shapes() -> None:
     )
     assert [e.key for e in procedures] == ["night walk", "recording goal"]
     assert read_procedures("{}") == []  # the prompt's "empty object"
+
+
+# The benchmark's two question prompts (bench/mcq.py), pinned like the agent's: the reference
+# harness's layout (`Options:`, `(a). text`, `Response to Evaluate:`) in our words.
+BENCH_GOLDEN = {
+    "bench_choice": Item(
+        id="q1", user="u1", time=datetime(2024, 3, 4, 10, 0), task="preference_recall",
+        aspect="Preference", query="Which drink does the user order at the cafe?",
+        choices={"a": "Black coffee", "b": "Green tea", "c": "Cocoa", "d": "Water"},
+        answer="b",
+    ),
+    "bench_alignment": Item(
+        id="q1-align-1", user="u1", time=datetime(2024, 3, 4, 10, 0), task="alignment",
+        aspect="Alignment", query="Suggest a weekend plan for me.",
+        choices={"a": "yes", "b": "no"}, answer="a", kind="alignment",
+        reply="A quiet hike with Bobby on Saturday morning, then reading at home.",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(BENCH_GOLDEN))
+def test_the_benchmarks_question_prompts_match_their_golden_text(name: str) -> None:
+    path = GOLDEN / f"{name}.txt"
+    text = prompt_text(BENCH_GOLDEN[name])
+    if os.environ.get("PERSONAVLM_REGEN_GOLDEN") == "1":
+        path.write_text(text + "\n", encoding="utf-8")
+    assert text + "\n" == path.read_text(encoding="utf-8")
