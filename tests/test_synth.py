@@ -88,8 +88,10 @@ def _records(bench: Path) -> list[dict[str, Any]]:
 
 
 def _turns(bench: Path, data_path: str) -> dict[str, dict[str, str]]:
-    """Turn id -> the turn, read from a history file."""
-    history = _json(bench / data_path)
+    """Turn id -> the turn, read from a history file (named as the released file names it:
+    `./data/Persona-MME/samples/...`, found by its `samples/...` part)."""
+    assert data_path.startswith("./data/Persona-MME/samples/"), data_path
+    history = _json(bench / data_path.removeprefix("./data/Persona-MME/"))
     return {
         f"s{s}t{t}": turn
         for s, session in enumerate(history["sessions"])

@@ -2,6 +2,7 @@
 question records, and the retrieval-benchmark conversation.
 
     files = user_files(user, data_path="samples/32k/u003/user_data.json")
+    # records say "./data/Persona-MME/samples/32k/u003/user_data.json", as the released file
 
 Everything is JSON with sorted-by-construction keys and no timestamps of the run, so the same
 users give the same bytes. Layout (docs/synth.md):
@@ -54,11 +55,19 @@ def image_name(turn_id: str) -> str:
     return f"{turn_id}_0.png"
 
 
+# The released questions file names each history from the repository root the reference
+# harness runs in; readers resolve it by its `samples/...` part (bench/persona_mme.py).
+RELEASED_PREFIX = "./data/Persona-MME/"
+
+
 def user_files(user: User, *, data_path: str) -> UserFiles:
+    """The user's files; `data_path` is where the history goes under the output folder
+    (`samples/...`), written into the question records as the released file writes it."""
     images = {image_name(t.slot.id): draw(t.picture) for t in user.turns if t.picture is not None}
-    questions = [q.to_record(data_path) for q in user.questions]
+    released = RELEASED_PREFIX + data_path
+    questions = [q.to_record(released) for q in user.questions]
     questions += [
-        _alignment_record(user.user_id, len(user.questions) + i, pair, data_path)
+        _alignment_record(user.user_id, len(user.questions) + i, pair, released)
         for i, pair in enumerate(user.alignment)
     ]
     return UserFiles(
