@@ -14,6 +14,7 @@ from personavlm.cli import (
     bench_cmd,
     chat_cmd,
     jobs_cmd,
+    keys_cmd,
     memory_cmd,
     models_cmd,
     personality_cmd,
@@ -46,6 +47,7 @@ app = typer.Typer(
 app.add_typer(memory_cmd.app, name="memory")
 app.add_typer(personality_cmd.app, name="personality")
 app.add_typer(jobs_cmd.app, name="jobs")
+app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(train_cmd.app, name="train")
