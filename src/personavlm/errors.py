@@ -35,6 +35,7 @@ result: a failed search raises, it never returns no hits.
 from __future__ import annotations
 
 __all__ = [
+    "LIBRARY_ERROR_CODES",
     "ConfigError",
     "ConflictError",
     "EmbedderMismatchError",
@@ -130,3 +131,18 @@ class ProtocolError(ModelResponseError):
         self.reply = reply
         # Every reply that broke it (the first try and the retry), kept with a dead job.
         self.replies = replies if replies is not None else ((reply,) if reply else ())
+
+
+# The service's answer for each exception (status, code), and the client's way back from a code
+# to the exception: the one table both server/errors.py and client/ read. First match wins,
+# so subclasses come before their bases; the first row of a code is the class a client raises.
+LIBRARY_ERROR_CODES: tuple[tuple[type[PersonaVLMError], int, str], ...] = (
+    (UserGoneError, 410, "user_gone"),
+    (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
+    (ValidationError, 400, "validation_error"),
+    (InputError, 400, "validation_error"),
+    (ConfigError, 500, "config_error"),
+    (StoreError, 503, "store_error"),
+    (ModelError, 502, "model_error"),
+)

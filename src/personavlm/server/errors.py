@@ -18,15 +18,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from personavlm.errors import (
-    ConfigError,
-    ConflictError,
-    InputError,
+    LIBRARY_ERROR_CODES,
     ModelError,
-    NotFoundError,
     PersonaVLMError,
-    StoreError,
-    UserGoneError,
-    ValidationError,
 )
 
 __all__ = [
@@ -43,17 +37,8 @@ __all__ = [
 
 log = logging.getLogger("personavlm.server")
 
-# First match wins, so subclasses come before their bases.
-LIBRARY_ERRORS: tuple[tuple[type[PersonaVLMError], int, str], ...] = (
-    (UserGoneError, 410, "user_gone"),
-    (NotFoundError, 404, "not_found"),
-    (ConflictError, 409, "conflict"),
-    (ValidationError, 400, "validation_error"),
-    (InputError, 400, "validation_error"),
-    (ConfigError, 500, "config_error"),
-    (StoreError, 503, "store_error"),
-    (ModelError, 502, "model_error"),
-)
+# One table for both directions (personavlm/errors.py): the client maps codes back with it.
+LIBRARY_ERRORS = LIBRARY_ERROR_CODES
 
 HTTP_CODES = {
     400: "validation_error",
