@@ -15,6 +15,7 @@ from personavlm.cli import (
     chat_cmd,
     jobs_cmd,
     keys_cmd,
+    mcp_cmd,
     memory_cmd,
     models_cmd,
     personality_cmd,
@@ -56,6 +57,7 @@ app.command()(chat_cmd.worker)
 app.command()(chat_cmd.status)
 app.command()(synth_cmd.synth)
 app.command()(serve_cmd.serve)
+app.command()(mcp_cmd.mcp)
 
 
 class IngestFormat(StrEnum):

@@ -4,12 +4,13 @@
     uvicorn.run(app, host="127.0.0.1", port=8420)
 
 The lifespan opens the store (and the model and Assistant, when a model is configured) and
-closes them. Middleware, outermost first: the security headers of every answer (headers.py),
-the request metrics (metrics.py: outside the key check, so refused requests count too), the
-key check of every /v1 request and of /metrics (auth.py), then the body size limit
-(limits.py). Routes: /healthz, /metrics (routes_metrics.py), /v1 (routes_chat.py,
-routes_memory.py), /docs with its assets (docs_ui.py), and the web page's files at /
-(static/).
+closes them, and around serving runs the MCP session manager. Middleware, outermost first:
+the security headers of every answer (headers.py), the request metrics (metrics.py: outside
+the key check, so refused requests count too), the key check of every /v1 request, of /mcp
+and of /metrics (auth.py), then the body size limit (limits.py). Routes: /healthz, /metrics
+(routes_metrics.py), /v1 (routes_chat.py, routes_memory.py), /mcp (the MCP server over
+streamable HTTP: mcp_http.py), /docs with its assets (docs_ui.py), and the web page's files
+at / (static/).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from personavlm.server.docs_ui import install_docs
 from personavlm.server.errors import install_error_handlers
 from personavlm.server.headers import SecurityHeadersMiddleware
 from personavlm.server.limits import BodyLimitMiddleware
+from personavlm.server.mcp_http import mcp_endpoint
 from personavlm.server.metrics import MetricsMiddleware, RouteLabels
 from personavlm.server.service import Service
 
@@ -60,12 +62,14 @@ def create_app(config: ServiceConfig) -> FastAPI:
             "incomplete; reinstall it"
         )
     service = Service(config)
+    mcp = mcp_endpoint(service, max_body_bytes=config.max_body_bytes)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(service.open)
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             await run_in_threadpool(service.close)
 
@@ -108,6 +112,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.include_router(routes_memory.router)
     app.include_router(routes_jobs.router)
     install_docs(app)
+    app.router.routes.extend(mcp.routes)  # before the page, which takes every other path
     # Last: the page takes every path no route above claimed.
     app.mount("/", StaticFiles(directory=config.static_dir, html=True), name="page")
     _add_middleware(app, config, service)

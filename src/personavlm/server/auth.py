@@ -40,9 +40,10 @@ __all__ = [
 ]
 
 PROTECTED_PREFIX = "/v1/"
-# Keyed paths outside /v1: the metrics (admin only: they show user counts and errors).
+# Keyed paths outside /v1: the metrics (admin only: they show user counts and errors) and
+# the MCP endpoint (mcp_http.py: its tools reach users' memory, scoped like /v1).
 # Public without a key: /healthz, the page, /openapi.json, /docs and /docs/assets/.
-PROTECTED_PATHS = frozenset({"/metrics"})
+PROTECTED_PATHS = frozenset({"/metrics", "/mcp"})
 NO_KEY = "no API key: send the header `Authorization: Bearer <key>`"
 BAD_KEY = "unknown or revoked API key"
 # Threads of auth's own: its lookups are short, and in the shared pool of 40 they queued behind
