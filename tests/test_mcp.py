@@ -333,3 +333,31 @@ def test_stdio_checks_the_key_before_serving(world: World) -> None:
             assert mine["content"] == ANN_SECRET
 
     run(body)
+
+
+def test_arguments_off_the_schema_are_validation_errors(world: World) -> None:
+    async def body() -> None:
+        async with http_session(world.url, world.ann_key) as client:
+            wrong = error(await client.call_tool("get_memory", {"memory_id": "twelve"}))
+            assert wrong["code"] == "validation_error" and "memory_id" in wrong["message"]
+            kind = error(await client.call_tool("add_memory", {"type": "gossip", "content": "x"}))
+            assert kind["code"] == "validation_error" and "'semantic'" in kind["message"]
+            unknown = error(await client.call_tool("forget_everything", {}))
+            assert unknown["code"] == "not_found"
+
+    run(body)
+
+
+def test_mcp_has_the_services_body_limit_and_metrics(world: World) -> None:
+    """An oversize body is REST's 413 (after the key check), and /mcp requests are counted
+    under their own route label."""
+    with httpx.Client(base_url=world.url) as rest:
+        oversize = rest.post(
+            "/mcp",
+            content=b"x" * (20 * 1024 * 1024 + 1),  # the default --max-body-mb 20, plus one
+            headers={**bearer(world.ann_key), "content-type": "application/json"},
+        )
+        assert oversize.status_code == 413
+        assert error_of(oversize)["code"] == "payload_too_large"
+        metrics = rest.get("/metrics", headers=bearer(ADMIN_KEY)).text
+    assert 'route="/mcp"' in metrics

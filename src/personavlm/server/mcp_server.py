@@ -21,9 +21,17 @@ import json
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Protocol
 
+import pydantic
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, CallToolResult, TextContent, ToolAnnotations
+from mcp.types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    InputRequiredResult,
+    TextContent,
+    ToolAnnotations,
+)
 from pydantic import Field
 
 from personavlm import __version__
@@ -37,8 +45,10 @@ __all__ = [
     "INSTRUCTIONS",
     "PROFILE_URI",
     "OneUserAccess",
+    "PersonaVLMServer",
     "UserAccess",
     "build_mcp_server",
+    "error_result",
     "tool_error",
 ]
 
@@ -88,8 +98,28 @@ class UserAccess(Protocol):
         ...
 
 
+class PersonaVLMServer(MCPServer):
+    """MCPServer whose own refusals read like REST's too: arguments that do not fit a tool's
+    schema are `validation_error` (REST's 422 body) and an unknown tool is `not_found`, rather
+    than the SDK's pydantic dump."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc, UnexpectedToolError):
+                raise  # a bug: the SDK logs it and answers without its text
+            if isinstance(exc.__cause__, pydantic.ValidationError):
+                return error_result("validation_error", _arguments_message(exc.__cause__))
+            if name not in {tool.name for tool in await self.list_tools()}:
+                return error_result("not_found", f"no tool {name!r}; list the tools to see them")
+            raise
+
+
 def build_mcp_server(access: UserAccess) -> MCPServer:
-    server = MCPServer(
+    server = PersonaVLMServer(
         "personavlm", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING"
     )
 
@@ -309,13 +339,25 @@ def _register_profile(server: MCPServer, access: UserAccess) -> None:
 
 def tool_error(exc: PersonaVLMError | ApiError) -> CallToolResult:
     """An MCP tool error holding the REST API's error body (code and message)."""
-    code, message = _code_and_message(exc)
+    return error_result(*_code_and_message(exc))
+
+
+def error_result(code: str, message: str) -> CallToolResult:
     body = error_body(code, message)
     return CallToolResult(
         content=[TextContent(type="text", text=json.dumps(body, ensure_ascii=False))],
         structured_content=body,
         is_error=True,
     )
+
+
+def _arguments_message(exc: pydantic.ValidationError) -> str:
+    """One line per problem, each naming its argument (REST's validation_message)."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ())) or "arguments"
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "the arguments do not have the documented shape: " + "; ".join(problems)
 
 
 def _code_and_message(exc: PersonaVLMError | ApiError) -> tuple[str, str]:
