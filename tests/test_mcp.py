@@ -28,6 +28,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult
 
+from personavlm.cli.mcp_cmd import resolve_user
+from personavlm.errors import ConfigError
 from server_fixtures import ADMIN_KEY, bearer, error_of, make_config, make_user_key, served
 
 ANN_SECRET = "Ann keeps her spare key under the blue flowerpot"
@@ -297,6 +299,8 @@ def test_stdio_round_trip_and_scope(world: World, tmp_path: Path) -> None:
             await add_search_change_undo(client, {})
             other = error(await client.call_tool("list_memories", {"user_id": "bob"}))
             assert other["code"] == "forbidden"
+            listed = await client.list_resources()
+            assert [str(r.uri) for r in listed.resources] == ["personavlm://users/ann/profile"]
             read = await client.read_resource("personavlm://users/ann/profile")
             assert '"user_id": "ann"' in getattr(read.contents[0], "text", "")
 
@@ -361,3 +365,26 @@ def test_mcp_has_the_services_body_limit_and_metrics(world: World) -> None:
         assert error_of(oversize)["code"] == "payload_too_large"
         metrics = rest.get("/metrics", headers=bearer(ADMIN_KEY)).text
     assert 'route="/mcp"' in metrics
+
+
+@pytest.mark.parametrize(
+    ("user", "owner", "expected"),
+    [
+        ("ann", None, "ann"),  # no key: --user
+        (None, ("ann",), "ann"),  # a user's key alone names its user
+        ("ann", ("ann",), "ann"),
+        ("ann", (None,), "ann"),  # the admin key with --user
+    ],
+)
+def test_the_stdio_user_comes_from_flag_and_key(
+    user: str | None, owner: tuple[str | None] | None, expected: str
+) -> None:
+    assert resolve_user(user, owner) == expected
+
+
+@pytest.mark.parametrize(("user", "owner"), [(None, None), (None, (None,)), ("bob", ("ann",))])
+def test_the_stdio_user_must_be_named_and_match_the_key(
+    user: str | None, owner: tuple[str | None] | None
+) -> None:
+    with pytest.raises(ConfigError):
+        resolve_user(user, owner)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Protocol
+from urllib.parse import quote
 
 import pydantic
 from mcp.server.mcpserver import Context, MCPServer
@@ -328,13 +329,29 @@ def _register_profile(server: MCPServer, access: UserAccess) -> None:
         mime_type="application/json",
     )
     def profile(user_id: str, ctx: Context) -> str:
-        try:
-            user = mcp_tools.scoped_user(access.own_user(ctx), user_id)
-            return json.dumps(mcp_tools.profile(access.store(), user), ensure_ascii=False)
-        except (PersonaVLMError, ApiError) as exc:
-            # A resource has no error result: a protocol error carrying REST's error body.
-            code, message = _code_and_message(exc)
-            raise MCPError(INVALID_PARAMS, message, error_body(code, message)) from exc
+        return _profile_json(access, lambda: mcp_tools.scoped_user(access.own_user(ctx), user_id))
+
+    if isinstance(access, OneUserAccess):
+        # stdio serves one user: its profile is also listed as a plain resource, for clients
+        # that list resources but not templates.
+        @server.resource(
+            PROFILE_URI.format(user_id=quote(access.user_id, safe="")),
+            name="my-profile",
+            title=f"{access.user_id}'s profile",
+            description="Core memory (the user's profile slots) and Big Five personality now.",
+            mime_type="application/json",
+        )
+        def own_profile() -> str:
+            return _profile_json(access, lambda: access.user_id)
+
+
+def _profile_json(access: UserAccess, user: Callable[[], str]) -> str:
+    try:
+        return json.dumps(mcp_tools.profile(access.store(), user()), ensure_ascii=False)
+    except (PersonaVLMError, ApiError) as exc:
+        # A resource has no error result: a protocol error carrying REST's error body.
+        code, message = _code_and_message(exc)
+        raise MCPError(INVALID_PARAMS, message, error_body(code, message)) from exc
 
 
 def tool_error(exc: PersonaVLMError | ApiError) -> CallToolResult:
