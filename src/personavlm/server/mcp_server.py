@@ -133,7 +133,8 @@ def build_mcp_server(access: UserAccess) -> MCPServer:
 
     _register_memory_tools(server, call)
     _register_change_tools(server, call)
-    _register_log_tools(server, call)
+    _register_history_tools(server, call)
+    _register_user_tools(server, call)
     _register_profile(server, access)
     return server
 
@@ -267,18 +268,8 @@ def _register_change_tools(server: MCPServer, call: Call) -> None:
             ctx, user_id, lambda store, user: mcp_tools.delete_memory(store, user, memory_id)
         )
 
-    @server.tool(annotations=WRITES)
-    def undo_change(
-        ctx: Context,
-        event_id: Annotated[int, Field(description="The change's event id (from memory_history).")],
-        user_id: UserArg = None,
-    ) -> CallToolResult:
-        """Reverse one change to memory (an add, update or delete); the undo is itself a
-        change in the history."""
-        return call(ctx, user_id, lambda store, user: mcp_tools.undo_change(store, user, event_id))
 
-
-def _register_log_tools(server: MCPServer, call: Call) -> None:
+def _register_history_tools(server: MCPServer, call: Call) -> None:
     @server.tool(annotations=READ_ONLY)
     def memory_history(
         ctx: Context, memory_id: MemoryId, user_id: UserArg = None
@@ -298,6 +289,18 @@ def _register_log_tools(server: MCPServer, call: Call) -> None:
             ctx, user_id, lambda store, user: mcp_tools.memory_timeline(store, user, memory_id)
         )
 
+    @server.tool(annotations=WRITES)
+    def undo_change(
+        ctx: Context,
+        event_id: Annotated[int, Field(description="The change's event id (from memory_history).")],
+        user_id: UserArg = None,
+    ) -> CallToolResult:
+        """Reverse one change to memory (an add, update or delete); the undo is itself a
+        change in the history."""
+        return call(ctx, user_id, lambda store, user: mcp_tools.undo_change(store, user, event_id))
+
+
+def _register_user_tools(server: MCPServer, call: Call) -> None:
     @server.tool(annotations=READ_ONLY)
     def get_personality(ctx: Context, user_id: UserArg = None) -> CallToolResult:
         """The user's Big Five personality now (each trait 0..1) and every reading that shaped
