@@ -21,9 +21,7 @@ from personavlm.server.auth import OTHER_USER, check_addressable_user_id
 from personavlm.server.errors import forbidden
 from personavlm.server.pagination import (
     MAX_LIMIT,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
+    memory_page,
     stored_id,
 )
 from personavlm.server.routes_memory import image_url
@@ -102,23 +100,17 @@ def list_memories(
     cursor: str | None,
     order: Literal["asc", "desc"],
 ) -> dict[str, Any]:
-    check_limit(limit)
-    rows = store.list(
+    return memory_page(
+        store,
         user_id,
-        types=list(types) if types else None,
-        status=None if status == "any" else status,
+        types=types,
+        status=status,
         start=start,
         end=end,
-        limit=limit + 1,  # one more than asked: is there a next page?
-        after=decode_cursor(cursor),
-        newest_first=order == "desc",
+        limit=limit,
+        cursor=cursor,
+        order=order,
     )
-    page = rows[:limit]
-    more = len(rows) > limit
-    return {
-        "data": [m.to_dict() for m in page],
-        "next_cursor": encode_cursor(page[-1].event_start, page[-1].id) if more else None,
-    }
 
 
 def update_memory(

@@ -15,10 +15,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 from personavlm.errors import NotFoundError, ValidationError
 from personavlm.timeutil import parse_time, to_storage
+
+if TYPE_CHECKING:
+    from personavlm.memory import MemoryStore
 
 __all__ = [
     "MAX_LIMIT",
@@ -27,6 +32,7 @@ __all__ = [
     "check_query_id",
     "decode_cursor",
     "encode_cursor",
+    "memory_page",
     "stored_id",
 ]
 
@@ -85,3 +91,36 @@ def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise ValidationError(f"limit must be in 1..{MAX_LIMIT}, got {limit}")
     return limit
+
+
+def memory_page(
+    store: MemoryStore,
+    user_id: str,
+    *,
+    types: Sequence[str] | None,
+    status: str,
+    start: str | None,
+    end: str | None,
+    limit: int,
+    cursor: str | None,
+    order: Literal["asc", "desc"],
+) -> dict[str, Any]:
+    """One page of a user's memories with the cursor of the next (REST and MCP list alike):
+    one row more than asked says whether there is a next page."""
+    check_limit(limit)
+    rows = store.list(
+        user_id,
+        types=list(types) if types else None,
+        status=None if status == "any" else status,
+        start=start,
+        end=end,
+        limit=limit + 1,
+        after=decode_cursor(cursor),
+        newest_first=order == "desc",
+    )
+    page = rows[:limit]
+    more = len(rows) > limit
+    return {
+        "data": [m.to_dict() for m in page],
+        "next_cursor": encode_cursor(page[-1].event_start, page[-1].id) if more else None,
+    }

@@ -23,6 +23,7 @@ from personavlm.server.pagination import (
     check_query_id,
     decode_cursor,
     encode_cursor,
+    memory_page,
     stored_id,
 )
 from personavlm.server.schemas import error_responses, ok
@@ -182,23 +183,17 @@ def list_memories(
         ),
     ] = "asc",
 ) -> dict[str, Any]:
-    check_limit(limit)
-    rows = service.store.list(
+    return memory_page(  # the same page rule as the MCP tool's
+        service.store,
         user_id,
-        types=memory_type or None,
-        status=None if status == "any" else status,
+        types=memory_type,
+        status=status,
         start=start,
         end=end,
-        limit=limit + 1,  # one more than asked: is there a next page?
-        after=decode_cursor(cursor),
-        newest_first=order == "desc",
+        limit=limit,
+        cursor=cursor,
+        order=order,
     )
-    page = rows[:limit]
-    more = len(rows) > limit
-    return {
-        "data": [m.to_dict() for m in page],
-        "next_cursor": encode_cursor(page[-1].event_start, page[-1].id) if more else None,
-    }
 
 
 @router.post(
